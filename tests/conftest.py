@@ -6,7 +6,12 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests check numerics and behaviour, not speed: XLA's optimisation passes triple compile time
+# of the many tiny model variants the suite builds, and change results only at round-off level.
+jax.config.update("jax_disable_most_optimizations", True)
 
 DATA_DIR = pathlib.Path(__file__).parent / "data"
 

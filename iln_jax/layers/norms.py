@@ -100,6 +100,22 @@ class LayerNorm(nn.Module):
         return _affine(self, y), 1.0
 
 
+class BiasFreeLayerNorm(nn.Module):
+    """Restormer's ``BiasFree_LayerNorm`` (Gaussian denoising): ``x / sqrt(var + eps) * w``.
+
+    The variance is the usual mean-subtracted one, but ``x`` itself is not centred and there is no
+    bias, so a constant offset survives the norm (unlike LayerNorm and RMSNorm).
+    """
+
+    eps: float = TORCH_LN_EPS
+
+    @nn.compact
+    def __call__(self, x):
+        x32, _, var = _moments(x, (-1,))
+        y = (x32 / jnp.sqrt(var + self.eps)).astype(x.dtype)
+        return _affine(self, y, use_bias=False), 1.0
+
+
 class RMSNorm(nn.Module):
     """Per-token RMS normalization over channels, learnable per-channel scale, no bias."""
 
@@ -228,6 +244,7 @@ _TABLE: dict[str, tuple[ModuleDef, ModuleDef]] = {
     "batchnorm": _spec(BatchNorm),
     "ln_star": _spec(HolisticLayerNorm),
     "iln": _spec(functools.partial(HolisticLayerNorm, rescale=True), Affine),
+    "biasfree_layernorm": _spec(BiasFreeLayerNorm),
 }
 NORMS: tuple[str, ...] = tuple(_TABLE)
 

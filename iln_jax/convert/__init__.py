@@ -1,0 +1,119 @@
+"""PyTorch <-> Flax weight conversion for the official models, strict about every key.
+
+    module, variables = from_torch("swinir", "001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth",
+                                   upscale=2, img_size=64, window_size=8, embed_dim=180, ...)
+    state_dict = to_torch("swinir", variables, **same_kwargs)   # loads with strict=True
+
+Missing, unexpected and mis-shaped keys are collected and raised together in one
+:class:`ConversionError`; buffers are recomputed and only checked for consistency.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iln_jax import models
+from iln_jax.convert.mapping import Leaf, apply_renames, leaves
+from iln_jax.convert.spec import ArchSpec
+from iln_jax.convert.state_dict import load_state_dict
+
+# Official architecture name -> spec module. "hat_iln" is the official i-LN HAT layout.
+_SPECS = {
+    "swinir": "iln_jax.convert.swinir",
+}
+
+
+class ConversionError(ValueError):
+    """A state_dict does not fit the model; the message lists every offending key."""
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    if arch not in _SPECS:
+        raise ValueError(f"No converter for arch {arch!r}; valid: {', '.join(_SPECS)}")
+    return importlib.import_module(_SPECS[arch]).SPEC
+
+
+def build(arch: str, **kwargs):
+    """The Flax module for an official arch name with the official constructor arguments."""
+    spec = arch_spec(arch)
+    kwargs = {**spec.defaults, **kwargs}
+    norm = kwargs.pop("norm", spec.norm)
+    return models.create(spec.model_arch, norm=norm, **kwargs)
+
+
+def _template(spec: ArchSpec, module) -> list[tuple[Leaf, tuple[int, ...]]]:
+    x = jax.ShapeDtypeStruct(spec.example_input(module), jnp.float32)
+    shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0), x)
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes))
+    flat_shapes = {path: tuple(v.shape) for path, v in flat.items()}
+    return [(leaf, flat_shapes[(leaf.collection, *leaf.flax_path)])
+            for leaf in leaves(flat_shapes, spec.sequences, spec.norm_names)]
+
+
+def _raise_problems(subject, arch, module, **problems):
+    lines = [f"{title.replace('_', ' ')} ({len(items)}):\n    " + "\n    ".join(items)
+             for title, items in problems.items() if items]
+    if lines:
+        raise ConversionError(f"{subject} {arch} ({type(module).__name__} "
+                              f"norm={module.norm!r}):\n  " + "\n  ".join(lines))
+
+
+def from_torch(arch: str, state_dict: Any, *, param_key: Optional[str] = None, **kwargs):
+    """Convert an official state_dict (dict, wrapper dict or .pth path) -> ``(module, variables)``."""
+    spec = arch_spec(arch)
+    module = build(arch, **kwargs)
+    sd = apply_renames(load_state_dict(state_dict, param_key=param_key), spec.renames_from_torch)
+    template = _template(spec, module)
+    expected_buffers = spec.buffers(module)
+    by_key = {leaf.torch_key: (leaf, shape) for leaf, shape in template}
+
+    missing = [k for k in by_key if k not in sd]
+    unexpected, bad_shape, bad_buffer = [], [], []
+    for key, value in sd.items():
+        if key in by_key:
+            leaf, shape = by_key[key]
+            want = leaf.torch_shape(shape)
+            if tuple(value.shape) != want:
+                bad_shape.append(f"{key}: expected {want}, got {tuple(value.shape)}")
+        elif spec.is_buffer(key, expected_buffers):
+            problem = spec.check_buffer(key, value, expected_buffers)
+            if problem:
+                bad_buffer.append(problem)
+        elif key.endswith("num_batches_tracked"):
+            continue
+        else:
+            unexpected.append(key)
+    _raise_problems("The state_dict does not match", arch, module, missing_keys=missing, unexpected_keys=unexpected,
+                    shape_mismatches=bad_shape, inconsistent_buffers=bad_buffer)
+
+    flat = {(leaf.collection, *leaf.flax_path): jnp.asarray(leaf.from_torch(sd[key]), jnp.float32)
+            for key, (leaf, _) in by_key.items()}
+    return module, flax.traverse_util.unflatten_dict(flat)
+
+
+def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
+    """Flax variables -> an official state_dict (buffers included) for ``load_state_dict(strict=True)``."""
+    spec = arch_spec(arch)
+    module = build(arch, **kwargs)
+    template = _template(spec, module)
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+    wanted = {(leaf.collection, *leaf.flax_path): (leaf, shape) for leaf, shape in template}
+    missing = ["/".join(p) for p in wanted if p not in flat]
+    unexpected = ["/".join(p) for p in flat if p not in wanted]
+    bad_shape = [f"{'/'.join(p)}: expected {wanted[p][1]}, got {tuple(np.shape(v))}"
+                 for p, v in flat.items() if p in wanted and tuple(np.shape(v)) != wanted[p][1]]
+    _raise_problems("The Flax variables do not match", arch, module, missing_variables=missing, unexpected_variables=unexpected,
+                    shape_mismatches=bad_shape)
+    sd = {leaf.torch_key: np.ascontiguousarray(leaf.to_torch(np.asarray(flat[path], np.float32)))
+          for path, (leaf, _) in wanted.items()}
+    sd.update(spec.buffers(module))
+    return apply_renames(sd, spec.renames_to_torch)
+
+
+__all__ = ["ConversionError", "arch_spec", "build", "from_torch", "to_torch", "load_state_dict"]

@@ -1,0 +1,67 @@
+"""Reading PyTorch state_dicts: .pth files, BasicSR ``params``/``params_ema`` wrappers, tensors."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+
+
+def _is_array_like(v: Any) -> bool:
+    return isinstance(v, np.ndarray) or hasattr(v, "detach")
+
+
+def _to_numpy(v: Any) -> np.ndarray:
+    if hasattr(v, "detach"):  # torch.Tensor, without importing torch
+        return v.detach().cpu().numpy()
+    return np.asarray(v)
+
+
+def _load_pth(path: str) -> Any:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - torch is a dev/parity dependency
+        raise ImportError(f"Reading {path} needs PyTorch: pip install torch==2.13.0") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"Could not read {path} as a PyTorch checkpoint: {e}") from e
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = list(obj)[:8]
+        kinds = sorted({type(v).__name__ for v in obj.values()})
+        return f"a dict with keys {keys}{' ...' if len(obj) > 8 else ''} and values of type {kinds}"
+    return f"an object of type {type(obj).__name__}"
+
+
+def load_state_dict(source: Any, *, param_key: Optional[str] = None) -> dict[str, np.ndarray]:
+    """Return ``{official key: numpy array}`` from a path, a wrapper dict or a state_dict.
+
+    BasicSR-style files hold ``{"params": sd}`` and/or ``{"params_ema": sd}``; with both present
+    ``params_ema`` is taken (what the official test configs load) unless ``param_key`` says otherwise.
+    A leading ``module.`` (DataParallel) is stripped.
+    """
+    origin = source if isinstance(source, (str, os.PathLike)) else "the given state_dict"
+    obj = _load_pth(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else source
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"Expected a state_dict in {origin}; found {_describe(obj)}")
+    if param_key is not None:
+        if param_key not in obj:
+            raise KeyError(f"{origin} has no {param_key!r} entry; top-level keys: {list(obj)[:10]}")
+        obj = obj[param_key]
+    elif not all(_is_array_like(v) for v in obj.values()):
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if wrapper is None:
+            raise ValueError(f"Expected a state_dict (names -> tensors) or a wrapper with one of "
+                             f"{WRAPPER_KEYS} in {origin}; found {_describe(obj)}")
+        obj = obj[wrapper]
+    bad = [k for k, v in obj.items() if not _is_array_like(v)]
+    if bad:
+        raise ValueError(f"Entries of {origin} that are not tensors/arrays: {bad[:10]}")
+    return {(k[len("module."):] if k.startswith("module.") else k): _to_numpy(v) for k, v in obj.items()}

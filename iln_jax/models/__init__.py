@@ -1,0 +1,50 @@
+"""Model registry: ``create(arch, *, norm=..., **official_kwargs) -> flax.linen.Module``."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import flax.linen as nn
+
+from iln_jax.layers.norms import NORMS
+
+# arch name -> "module:Class"; imported lazily so one backbone's import cost is not everyone's.
+_ARCHS = {
+    "swinir": "iln_jax.models.swinir:SwinIR",
+}
+
+
+def archs() -> tuple[str, ...]:
+    return tuple(_ARCHS)
+
+
+def model_class(arch: str) -> type[nn.Module]:
+    if arch not in _ARCHS:
+        raise ValueError(f"Unknown arch {arch!r}; valid archs: {', '.join(_ARCHS)}")
+    module, cls = _ARCHS[arch].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def constructor_args(arch: str) -> tuple[str, ...]:
+    cls = model_class(arch)
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
+
+
+def create(arch: str, *, norm: str = "layernorm", **kwargs) -> nn.Module:
+    """Build a backbone by name with the official PyTorch constructor's keyword arguments.
+
+    Lists are accepted where PyTorch takes lists (``depths``, ``num_heads``); they are stored as
+    tuples so the module stays hashable. Unknown arguments raise, listing the valid ones.
+    """
+    cls = model_class(arch)
+    if norm not in NORMS:
+        raise ValueError(f"Unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
+    if "norm_layer" in kwargs:
+        raise ValueError("norm_layer is PyTorch's class argument; choose a norm by name with norm=... "
+                         f"(valid: {', '.join(NORMS)})")
+    valid = constructor_args(arch)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"Unknown argument(s) for {arch}: {unknown}; valid: {', '.join(valid)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    return cls(norm=norm, **kwargs)
