@@ -26,6 +26,9 @@ from iln_jax.convert.state_dict import load_state_dict
 # Official architecture name -> spec module. "hat_iln" is the official i-LN HAT layout.
 _SPECS = {
     "swinir": "iln_jax.convert.swinir",
+    "hat": "iln_jax.convert.hat",
+    "hat_iln": "iln_jax.convert.hat_iln",
+    "drct": "iln_jax.convert.drct",
 }
 
 
@@ -42,7 +45,7 @@ def arch_spec(arch: str) -> ArchSpec:
 def build(arch: str, **kwargs):
     """The Flax module for an official arch name with the official constructor arguments."""
     spec = arch_spec(arch)
-    kwargs = {**spec.defaults, **kwargs}
+    kwargs = {spec.kwarg_renames.get(k, k): v for k, v in {**spec.defaults, **kwargs}.items()}
     norm = kwargs.pop("norm", spec.norm)
     return models.create(spec.model_arch, norm=norm, **kwargs)
 

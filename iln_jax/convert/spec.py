@@ -19,6 +19,7 @@ class ArchSpec:
     check_buffer(key, stored, expected_buffers) -> problem text or None.
     renames_from_torch / renames_to_torch: regex rewrites for official names that do not follow the
     module tree (e.g. Restormer's ``norm1.body.weight``).
+    kwarg_renames: official constructor argument -> Flax field (e.g. the i-LN HAT's ``eps``).
     """
 
     model_arch: str
@@ -31,6 +32,7 @@ class ArchSpec:
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     renames_from_torch: tuple[Rename, ...] = ()
     renames_to_torch: tuple[Rename, ...] = ()
+    kwarg_renames: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def is_buffer(self, key: str, expected_buffers: dict) -> bool:
         return key in expected_buffers or key.endswith(("relative_position_index", "attn_mask")) \

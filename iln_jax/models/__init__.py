@@ -7,10 +7,13 @@ import importlib
 import flax.linen as nn
 
 from iln_jax.layers.norms import NORMS
+from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # noqa: F401
 
 # arch name -> "module:Class"; imported lazily so one backbone's import cost is not everyone's.
 _ARCHS = {
     "swinir": "iln_jax.models.swinir:SwinIR",
+    "hat": "iln_jax.models.hat:HAT",
+    "drct": "iln_jax.models.drct:DRCT",
 }
 
 

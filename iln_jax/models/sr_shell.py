@@ -161,12 +161,14 @@ class SRTransformer(nn.Module):
         norm = make_norm(self.norm, train=train, axis_name=self.bn_axis_name, eps=self.norm_eps)
         h, w = x.shape[1:3]
         dtype = self.dtype or jnp.float32
+        # numpy float32 constants are not weakly typed: left as they are, they would promote
+        # fp16/bf16 features back to float32 for the whole network.
         mean, std = self._mean_std()
         x = pad_to_multiple(x.astype(dtype), self.window_size, self.padding)
-        x = (x - mean) * (self.img_range / std)
+        x = (x - jnp.asarray(mean, dtype)) * jnp.asarray(self.img_range / std, dtype)
         first = conv(self.embed_dim, 3, name="conv_first")(x)
         body = self._features(first, norm, deterministic=not train)
         body = residual_conv(body, self.resi_connection, self.embed_dim, "conv_after_body") + first
         out = self._reconstruct(body, x)
-        out = out * (std / self.img_range) + mean
+        out = out * jnp.asarray(std / self.img_range, dtype) + jnp.asarray(mean, dtype)
         return out[:, : h * self.scale, : w * self.scale]

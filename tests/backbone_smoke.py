@@ -1,0 +1,28 @@
+"""One check every backbone x norm pair must pass: init, a jitted forward, finite output of the
+right size for an input that is not a multiple of the window (reflect pad, then crop).
+
+``module.init`` runs eagerly on purpose: jitted, its per-parameter RNG ops dominate compile time,
+while eager ops are compiled once per shape and reused by every norm of a sweep.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ODD_INPUT = (2, 9, 7, 3)
+TRAIN_MODE_NORMS = ("batchnorm", "iln")  # the norms whose training forward differs (batch stats, rescale)
+
+
+def init_apply_jit(module, *, train: bool = False, input_shape=ODD_INPUT):
+    """-> (output, mutated collections) of a freshly initialised module's jitted forward."""
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=input_shape), jnp.float32)
+    key = jax.random.key(0)
+    variables = module.init(key, x)
+    forward = jax.jit(lambda v, x: module.apply(v, x, train=train, rngs={"dropout": key}, mutable=["batch_stats"]))
+    out, updates = forward(variables, x)
+    b, h, w, c = input_shape
+    assert out.shape == (b, h * module.scale, w * module.scale, c)
+    assert np.isfinite(np.asarray(out)).all()
+    if "batch_stats" in variables:
+        changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"])
+        assert all(jax.tree.leaves(changed)) == train
+    return out, updates
