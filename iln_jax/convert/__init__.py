@@ -26,6 +26,8 @@ from iln_jax.convert.state_dict import load_state_dict
 # Official architecture name -> spec module. "hat_iln" is the official i-LN HAT layout.
 _SPECS = {
     "swinir": "iln_jax.convert.swinir",
+    "restormer": "iln_jax.convert.restormer",
+    "hint": "iln_jax.convert.hint",
     "hat": "iln_jax.convert.hat",
     "hat_iln": "iln_jax.convert.hat_iln",
     "drct": "iln_jax.convert.drct",
@@ -76,7 +78,8 @@ def from_torch(arch: str, state_dict: Any, *, param_key: Optional[str] = None, *
     expected_buffers = spec.buffers(module)
     by_key = {leaf.torch_key: (leaf, shape) for leaf, shape in template}
 
-    missing = [k for k in by_key if k not in sd]
+    # Reported under their official names (before the arch's renames), as a user would grep them.
+    missing = list(apply_renames({k: None for k in by_key if k not in sd}, spec.renames_to_torch))
     unexpected, bad_shape, bad_buffer = [], [], []
     for key, value in sd.items():
         if key in by_key:

@@ -12,6 +12,8 @@ from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # no
 # arch name -> "module:Class"; imported lazily so one backbone's import cost is not everyone's.
 _ARCHS = {
     "swinir": "iln_jax.models.swinir:SwinIR",
+    "restormer": "iln_jax.models.restormer:Restormer",
+    "hint": "iln_jax.models.hint:HINT",
     "hat": "iln_jax.models.hat:HAT",
     "drct": "iln_jax.models.drct:DRCT",
 }

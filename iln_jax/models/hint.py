@@ -1,0 +1,213 @@
+"""HINT (joshyZhou/HINT): Restormer's U-Net with hierarchical multi-head attention (HMHA) and the
+query-key cache update (QKCU), FFN-only encoder levels, and a 6-block (``num_blocks[1]``) latent.
+
+HMHA ranks the channels of q by their mean correlation with the others, splits the ranked
+channels into 4 groups of sizes 1:2:2:3 (x C/8) and attends within each group with its own
+temperature. QKCU modulates each group's attention map with a cache of the previous layers' maps
+(inter-layer) and the attention output with the groups' q̂ + k̂ (intra-layer).
+
+Two modes (``faithful``):
+
+* ``faithful=True`` reproduces the official forward exactly, including what it does by accident:
+  the ranking comes from the **batch mean** of q (an image's output depends on the rest of the
+  batch), the cache is the batch mean, its update is ``resized_map * c_i // C`` (**floor**
+  division: 0 while every entry lies in [0, C/c_i), -1 where a modulated map goes negative, so
+  the cache is mostly but not always zero), outputs stay in the ranked channel order, and the
+  model keeps its last cache for the **next call** (the first call after construction runs
+  without one). Here that state is explicit: ``qv_cache`` in, ``return_cache=True`` out; None
+  is the official first call. Batch size 1 with the previous image's cache is exactly the
+  official test loop.
+* ``faithful=False`` (default) is the corrected design: per-image ranking, a per-image cache
+  with true division (a channel-share-weighted mean of the resized maps), the output returned to
+  the original channel order before the intra modulation and projection (with per-image
+  rankings a fixed 1x1 projection would otherwise see a different channel order per image), and
+  no state across calls (every call starts without a cache, as the official first call does).
+  An image's output depends only on that image (with a per-image norm).
+
+The ``heads`` argument is accepted (it is in the official configs) but, as officially, unused.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from iln_jax.layers.basic import conv, gelu, torch_default_kernel_init
+from iln_jax.layers.channel_attention import (adaptive_pool_matrix, bilinear_matrix, l2_normalize,
+                                              resample_2d)
+from iln_jax.models.unet_shell import ChannelAttentionUNet
+
+GROUP_RATIOS = (1, 2, 2, 3)
+CACHE_DECAY = 0.9  # cache = 0.9 * cache + 0.1 * this layer's maps
+
+
+def group_sizes(channels: int) -> list[int]:
+    return [int(r / sum(GROUP_RATIOS) * channels) for r in GROUP_RATIOS]
+
+
+def conv1d(features: int, name: str, dtype=None) -> nn.Conv:
+    """``nn.Conv1d(..., kernel_size=1)`` (with bias) on channels-last input."""
+    return nn.Conv(features, (1,), use_bias=True, kernel_init=torch_default_kernel_init, name=name, dtype=dtype)
+
+
+def rank_channels(q: jnp.ndarray, faithful: bool) -> jnp.ndarray:
+    """(B, C, N) -> channel order (B or 1, C), by mean correlation, descending.
+
+    Faithful: ``torch.corrcoef`` of the batch-mean q; a constant channel makes every score NaN,
+    and NaN scores sort first, in index order, as torch.sort does. Corrected: per image, and a
+    constant channel correlates 0 with everything (no NaN). Computed
+    in float32 whatever the compute dtype, so that bfloat16 round-off does not reorder channels.
+    """
+    q = q.astype(jnp.promote_types(q.dtype, jnp.float32))
+    x = q.mean(axis=0, keepdims=True) if faithful else q
+    x = x - x.mean(axis=-1, keepdims=True)
+    cov = jnp.einsum("bcn,bdn->bcd", x, x) / (x.shape[-1] - 1)
+    std = jnp.sqrt(jnp.diagonal(cov, axis1=1, axis2=2))
+    if not faithful:
+        std = jnp.maximum(std, 1e-12)
+    corr = jnp.clip(cov / std[:, :, None] / std[:, None, :], -1.0, 1.0)
+    score = corr.mean(axis=-1)
+    key = jnp.where(jnp.isnan(score), -jnp.inf, -score)
+    return jnp.argsort(key, axis=-1)
+
+
+def take_channels(x: jnp.ndarray, order: jnp.ndarray) -> jnp.ndarray:
+    """Reorder axis 1 of (B, C, N) by a (B or 1, C) order."""
+    order = jnp.broadcast_to(order, x.shape[:2])
+    return jnp.take_along_axis(x, order[:, :, None], axis=1)
+
+
+def layer_cache(attns: list[jnp.ndarray], channels: int, faithful: bool) -> jnp.ndarray:
+    """This layer's cache: each group's map resized (bilinearly) to (C, C), weighted by c_i / C."""
+    total = 0.0
+    for attn in attns:
+        attn = jax.lax.stop_gradient(attn)
+        if faithful:
+            attn = attn.mean(axis=0, keepdims=True)
+        size = attn.shape[-1]
+        up = resample_2d(attn, bilinear_matrix(channels, size), bilinear_matrix(channels, size))
+        total = total + (jnp.floor_divide(up * size, channels) if faithful else up * size / channels)
+    return total
+
+
+def pool_cache(cache: jnp.ndarray, size: int) -> jnp.ndarray:
+    """``adaptive_avg_pool2d(cache, size)`` on (B, C', C')."""
+    if cache.shape[-1] == size:
+        return cache
+    m = adaptive_pool_matrix(size, cache.shape[-1])
+    return resample_2d(cache, m, m)
+
+
+class InterCacheModulation(nn.Module):
+    """Official ``Inter_CacheModulation``: the cache (pooled to the group size) conditions a
+    scale/shift of the attention map, gated by GELU. Conv1d channels are the map's rows."""
+
+    in_c: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, attn, cache):
+        rows = lambda f, t: jnp.swapaxes(f(jnp.swapaxes(t, 1, 2)), 1, 2)  # Conv1d over axis 1
+        z = pool_cache(cache, self.in_c).astype(attn.dtype) + attn
+        scale, shift = jnp.split(rows(conv1d(2 * self.in_c, "conv_width", self.dtype), z), 2, axis=1)
+        y = attn * scale + shift
+        return y * gelu(rows(conv1d(self.in_c, "gatingConv", self.dtype), y))
+
+
+class IntraCacheModulation(nn.Module):
+    """Official ``Intra_CacheModulation`` on channels-last (B, N, C): gated, then a C/2 bottleneck."""
+
+    dim: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x1, x2):
+        s = x1 + x2
+        gated = gelu(conv1d(self.dim, "gatingConv", self.dtype)(s)) * s
+        return conv1d(self.dim, "up", self.dtype)(conv1d(self.dim // 2, "down", self.dtype)(gated))
+
+
+class HMHA(nn.Module):
+    """HINT's ``Attention``: ranked channel groups of sizes 1:2:2:3, per-group temperature, QKCU."""
+
+    dim: int
+    bias: bool = False
+    faithful: bool = False
+    dtype: Any = None
+
+    def _attend_groups(self, q, k, temperature):
+        attns, qk, start = [], [], 0
+        for i, size in enumerate(group_sizes(q.shape[1])):
+            qh, kh = l2_normalize(q[:, start:start + size]), l2_normalize(k[:, start:start + size])
+            attns.append(jax.nn.softmax(jnp.einsum("bcn,bdn->bcd", qh, kh) * temperature[i], axis=-1))
+            qk.append(jax.lax.stop_gradient(qh + kh))
+            start += size
+        return attns, jnp.concatenate(qk, axis=1)
+
+    @nn.compact
+    def __call__(self, x, cache: Optional[jnp.ndarray] = None):
+        b, h, w, c = x.shape
+        if c % 8:
+            raise ValueError(f"HMHA needs a width divisible by 8 (groups of 1:2:2:3 eighths); got {c}")
+        temperature = self.param("temperature", nn.initializers.ones, (len(GROUP_RATIOS), 1, 1))
+        qkv = conv(3 * c, 1, name="qkv", use_bias=self.bias, dtype=self.dtype)(x)
+        qkv = conv(3 * c, 3, name="qkv_dwconv", use_bias=self.bias, groups=3 * c, dtype=self.dtype)(qkv)
+        q, k, v = (t.reshape(b, h * w, c).transpose(0, 2, 1) for t in jnp.split(qkv, 3, axis=-1))
+        order = rank_channels(q, self.faithful)
+        q, k, v = (take_channels(t, order) for t in (q, k, v))
+        attns, qk = self._attend_groups(q, k, temperature.astype(q.dtype))
+
+        modulators = [InterCacheModulation(r * c // 8, self.dtype, name=f"inter_modulator{i + 1}")
+                      for i, r in enumerate(GROUP_RATIOS)]
+        if cache is not None:
+            cache = pool_cache(cache, c)
+            attns = [m(a, cache) + a for m, a in zip(modulators, attns)]
+        elif self.is_initializing():  # create the parameters the cache-less path does not use
+            for m, a in zip(modulators, attns):
+                m(a, jnp.zeros((1, c, c), a.dtype))
+        update = layer_cache(attns, c, self.faithful)
+        cache = CACHE_DECAY * update if cache is None else CACHE_DECAY * cache + (1 - CACHE_DECAY) * update
+
+        out, start = [], 0
+        for attn, size in zip(attns, group_sizes(c)):
+            out.append(jnp.einsum("bcd,bdn->bcn", attn, v[:, start:start + size]))
+            start += size
+        out = jnp.concatenate(out, axis=1)
+        if not self.faithful:  # back to the original channel order
+            inverse = jnp.argsort(order, axis=-1)
+            out, qk = take_channels(out, inverse), take_channels(qk, inverse)
+        out, qk = out.transpose(0, 2, 1), qk.transpose(0, 2, 1)  # (B, N, C)
+        out = IntraCacheModulation(c, self.dtype, name="intra_modulator")(out, qk) + out
+        out = conv(c, 1, name="project_out", use_bias=self.bias, dtype=self.dtype)(out.reshape(b, h, w, c))
+        return out, cache
+
+
+class HINT(ChannelAttentionUNet):
+    """Official fields and defaults; ``faithful`` selects the official or the corrected HMHA/QKCU."""
+
+    faithful: bool = False
+
+    def level_row(self, level):
+        return 1 if level == "latent" else super().level_row(level)  # official: num_blocks[1], heads[1]
+
+    def attention(self, level, dim, heads):
+        if level.startswith("encoder_level"):
+            return None  # official isAtt=False: FFN-only blocks
+        return functools.partial(HMHA, dim, self.bias, self.faithful, self.dtype)
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool = False, qv_cache: Optional[jnp.ndarray] = None,
+                 return_cache: bool = False):
+        """``qv_cache``/``return_cache``: the official module's hidden state, made explicit
+        (faithful mode only): None is the first call after construction; pass the cache a
+        previous call returned to reproduce a later call."""
+        if qv_cache is not None:
+            if not self.faithful:
+                raise ValueError("qv_cache is the official model's state across calls; the corrected "
+                                 "HINT (faithful=False) keeps none. Use faithful=True to pass one.")
+            qv_cache = jnp.asarray(qv_cache).reshape((1,) + jnp.shape(qv_cache)[-2:])
+        out, cache = self._unet(x, train=train, carry=qv_cache)
+        return (out, cache) if return_cache else out
