@@ -226,6 +226,31 @@ def test_invalid_arguments_are_rejected():
                        jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
 
 
+def _config(spec):
+    from iln_jax.train import load_config, validate_config
+    c = load_config(str(golden.DATA.parent.parent / "configs" / spec))
+    validate_config(c)
+    return c
+
+
+def test_configs_build():
+    dn = _config("restormer_denoise.py")
+    assert dn.model.kwargs.LayerNorm_type == "BiasFree" and dn.mixing.mixup and dn.data.task == "dn"
+    assert (dn.optim.optimizer, dn.optim.lr, dn.optim.weight_decay, dn.optim.b2) == ("adamw", 3e-4, 1e-4, 0.999)
+    assert dn.optim.grad_clip == 0.01 and dn.optim.periods == (92_000, 208_000)
+    assert dn.optim.eta_mins == (3e-4, 1e-6) and dn.optim.schedule == "cosine_restart"
+    assert dn.progressive.gt_sizes == (128, 160, 192, 256, 320, 384) and dn.train.num_steps == 300_000
+    dr = _config("restormer_derain.py:arch=hint,norm=iln")
+    assert dr.loss.fft_weight == 0.1 and dr.model.kwargs.heads == (8, 8, 8, 8) and not dr.mixing.mixup
+    assert dr.eval.test_y_channel and dr.data.task == "dr"
+    for arg in ("tiny=1", "arch=hint,tiny=1", "exda=tiny,norm=iln,tiny=1"):
+        c = _config(f"restormer_derain.py:{arg}")
+        module = models.create(c.model.arch, norm=c.model.norm, **c.model.kwargs)
+        side = c.progressive.gt_sizes[0]
+        assert golden.count_params(module, (1, side, side, 3)) > 0
+        assert c.train.num_steps == sum(c.progressive.iters) == sum(c.optim.periods)
+
+
 def test_missing_keys_are_reported_under_their_official_names():
     sd, kwargs, _, _ = golden.load("restormer_withbias")
     del sd["encoder_level1.0.norm1.body.bias"]

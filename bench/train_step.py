@@ -1,0 +1,323 @@
+"""Benchmark the JAX train step (and, optionally, the official PyTorch model's) for a config.
+
+    python bench/train_step.py --config configs/swinir.py:task=sr,scale=2 --batch 16 --patch 32
+    python bench/train_step.py --config configs/hat_mini_iln.py:scale=2 --norms iln,layernorm \
+        --torch-ref ~/src/i-LN/iLN --json bench.json
+
+For every norm in ``--norms`` it builds the config's model with that norm, compiles the full
+train step (forward, L1, backward, Adam, EMA; the same function ``train.py`` runs, data-parallel
+over all local devices in ``--parallel`` mode) and reports compile time, ms/step, steps/s and
+patches/s, plus the step-time overhead of each norm relative to LayerNorm (i-LN vs LN).
+
+``--torch-ref PATH`` points at a checkout of the official PyTorch repository (SwinIR, HAT, DRCT or
+i-LN; never part of this project). The official model is built with the same constructor
+arguments, loaded with the converted weights (``iln_jax.convert.to_torch``, strict) and its
+train step (Adam + EMA, the BasicSR loop) is timed in the same run on the same batch; the
+forward outputs of both are compared as a check that the two are the same network. Only norms
+the official code has are timed there (LayerNorm everywhere, i-LN for HAT via the i-LN repo).
+Runs on CPU or GPU (both frameworks use the default accelerator; the device is recorded).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import platform
+import re
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Official model class per (arch, norm): candidate files inside the reference checkout.
+TORCH_MODELS = {
+    ("swinir", "layernorm"): [("models/network_swinir.py", "SwinIR")],
+    ("hat", "layernorm"): [("hat/archs/hat_arch.py", "HAT"), ("basicsr/archs/hat_arch.py", "HAT"),
+                           ("iLN/basicsr/archs/hat_arch.py", "HAT")],
+    ("hat", "iln"): [("basicsr/archs/hat_iLN_arch.py", "HAT_iLN"), ("iLN/basicsr/archs/hat_iLN_arch.py", "HAT_iLN")],
+    ("drct", "layernorm"): [("drct/archs/DRCT_arch.py", "DRCT")],
+}
+CONVERT_ARCH = {("hat", "iln"): "hat_iln"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/default.py", help="config file[:args], as train.py")
+    p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
+    p.add_argument("--patch", type=int, default=None, help="LR patch size (default: the config's)")
+    p.add_argument("--norms", default="iln,layernorm", help="comma-separated norms to time")
+    p.add_argument("--parallel", default=None, choices=("mesh", "pmap"), help="default: the config's")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per norm")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
+    p.add_argument("--torch-ref", default=None, help="checkout of the official PyTorch repository")
+    p.add_argument("--json", default=None, help="write the results here")
+    return p.parse_args(argv)
+
+
+def _config(spec: str, norm: str, batch, patch, parallel):
+    from iln_jax.train import load_config
+    path, _, arg = spec.partition(":")
+    c = load_config(str(ROOT / path) + (f":{arg}" if arg else ""), lock=True)
+    c.model.norm = norm
+    if "stdnorm" in c.model.kwargs:
+        c.model.kwargs.stdnorm = norm == "iln"
+    if batch:
+        c.data.batch_size = batch
+    if patch:
+        c.data.patch_size = patch
+    if parallel:
+        c.train.parallel = parallel
+    return c
+
+
+def _batch(c, seed=0):
+    rng = np.random.default_rng(seed)
+    b, p, s = c.data.batch_size, c.data.patch_size, max(1, c.data.scale)
+    ch = c.model.kwargs.get("in_chans", 3)
+    return {"lq": rng.random((b, p, p, ch), np.float32), "gt": rng.random((b, p * s, p * s, ch), np.float32)}
+
+
+def time_jax(c, steps: int, warmup: int) -> dict:
+    import jax
+    from iln_jax.train import DataParallel, build_model, create_train_state, train_step
+    from iln_jax.train import optim
+    from iln_jax.train.state import param_count
+
+    dp = DataParallel(c.train.parallel)
+    dp.check_batch_size(c.data.batch_size)
+    model = build_model(c)
+    tx, schedule = optim.make_optimizer(c.optim)
+    p = c.data.patch_size
+    create = functools.partial(create_train_state, model, tx, seed=0, sample_shape=(1, p, p, 3),
+                               ema=c.optim.ema_decay > 0)
+    state = dp.init_state(create)
+    host_batch = _batch(c)
+    batch = dp.shard_batch(host_batch)
+    fn = dp.compile(functools.partial(train_step, model=dp.model_for_training(model), tx=tx, schedule=schedule,
+                                      loss_cfg=c.loss, ema_decay=c.optim.ema_decay))
+    t0 = time.perf_counter()
+    if dp.mode == "mesh":
+        fn = fn.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        state, m = fn(state, batch)
+    else:  # pmap compiles on its first call
+        state, m = fn(state, batch)
+        jax.block_until_ready(m)
+        compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        state, m = fn(state, batch)
+    jax.block_until_ready((state, m))
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, m = fn(state, batch)
+    jax.block_until_ready((state, m))
+    dt = (time.perf_counter() - t0) / steps
+    out = dict(impl="jax", norm=c.model.norm, params=param_count(state.params), compile_s=compile_s,
+               ms_per_step=dt * 1e3, steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt,
+               loss=float(m["loss"]))
+    out["_forward"] = lambda x: np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
+        jax.device_get(state.variables("raw")), x))
+    out["_variables"] = jax.device_get(state.variables("raw"))
+    return out
+
+
+# --- the official PyTorch model -------------------------------------------------------------
+
+def _install_import_shims():
+    """Minimal stand-ins for what the official files import but this environment may lack:
+    ``timm.models.layers`` (DropPath, to_2tuple, trunc_normal_) and ``basicsr``'s registry."""
+    import torch
+    import torch.nn as tnn
+
+    def to_2tuple(x):
+        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+
+    class DropPath(tnn.Module):
+        def __init__(self, drop_prob=0.0):
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            if self.drop_prob == 0.0 or not self.training:
+                return x
+            keep = 1 - self.drop_prob
+            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+            return x * mask / keep
+
+    def shim(name, **attrs):
+        mod = sys.modules.get(name) or types.ModuleType(name)
+        for k, v in attrs.items():
+            setattr(mod, k, v)
+        sys.modules[name] = mod
+        return mod
+
+    try:
+        import timm.models.layers  # noqa: F401
+    except ImportError:
+        shim("timm"), shim("timm.models")
+        shim("timm.models.layers", DropPath=DropPath, to_2tuple=to_2tuple, trunc_normal_=tnn.init.trunc_normal_)
+    try:
+        import basicsr.utils.registry  # noqa: F401
+    except ImportError:
+        class _Registry:  # registration is irrelevant here: accept any registry call
+            def register(self, obj=None, **_):
+                return obj if obj is not None else (lambda o: o)
+
+            def __getattr__(self, name):
+                return lambda *args, **kwargs: None
+        for name in ("basicsr", "basicsr.utils", "basicsr.archs"):
+            shim(name)
+        shim("basicsr.utils.registry", ARCH_REGISTRY=_Registry())
+        shim("basicsr.archs.arch_util", to_2tuple=to_2tuple, trunc_normal_=tnn.init.trunc_normal_)
+    return torch
+
+
+def _load_file(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _torch_class(ref: Path, arch: str, norm: str):
+    for rel, cls in TORCH_MODELS.get((arch, norm), []):
+        path = ref / rel
+        if path.exists():
+            # i-LN's arch subclasses its sibling ``from basicsr.archs import hat_arch``: load the
+            # sibling files it names from the same folder under those names.
+            for sibling in re.findall(r"from basicsr\.archs import (\w+)", path.read_text()):
+                if (path.parent / f"{sibling}.py").exists():
+                    setattr(sys.modules["basicsr.archs"], sibling,
+                            _load_file(path.parent / f"{sibling}.py", f"basicsr.archs.{sibling}"))
+            return getattr(_load_file(path, f"_official_{path.stem}"), cls)
+    return None
+
+
+def time_torch(c, ref: Path, jax_result: dict, steps: int, warmup: int):
+    arch, norm = c.model.arch, c.model.norm
+    torch = _install_import_shims()
+    cls = _torch_class(ref, arch, norm)
+    if cls is None:
+        return None
+    from iln_jax import convert
+    kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
+    conv_arch = CONVERT_ARCH.get((arch, norm), arch)
+    sd = convert.to_torch(conv_arch, jax_result["_variables"], norm=norm, **kwargs)
+    official = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()
+                if k not in ("padding", "norm_eps")}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = cls(**official).to(device)
+    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
+    b = _batch(c)
+    x = torch.from_numpy(b["lq"]).permute(0, 3, 1, 2).contiguous().to(device)
+    y = torch.from_numpy(b["gt"]).permute(0, 3, 1, 2).contiguous().to(device)
+    net.eval()
+    with torch.no_grad():
+        out_t = net(x).permute(0, 2, 3, 1).cpu().numpy()
+    out_j = jax_result["_forward"](b["lq"])
+    max_diff = float(np.abs(out_t - out_j).max())
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=c.optim.lr, betas=(c.optim.b1, c.optim.b2))
+    ema = [p.detach().clone() for p in net.parameters()]
+    decay = c.optim.ema_decay
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = (net(x) - y).abs().mean()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema, net.parameters()):
+                e.mul_(decay).add_(p, alpha=1 - decay)
+        return loss
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - t0
+    for _ in range(warmup):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    return dict(impl=f"torch {torch.__version__} ({device})", norm=norm,
+                params=sum(p.numel() for p in net.parameters()), compile_s=first, ms_per_step=dt * 1e3,
+                steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt, loss=float(loss.detach()),
+                forward_max_abs_diff_vs_jax=max_diff)
+
+
+def device_info() -> dict:
+    import jax
+    d = jax.devices()[0]
+    info = dict(jax=jax.__version__, backend=jax.default_backend(), device=d.device_kind,
+                device_count=jax.device_count(), host=platform.node(), cpu=platform.processor() or platform.machine())
+    try:
+        import os
+        info["cpu_count"] = os.cpu_count()
+    except Exception:  # noqa: BLE001
+        pass
+    return info
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    norms = [n.strip() for n in a.norms.split(",") if n.strip()]
+    results, configs = [], {}
+    for norm in norms:
+        c = _config(a.config, norm, a.batch, a.patch, a.parallel)
+        configs[norm] = c
+        r = time_jax(c, a.steps, a.warmup)
+        results.append(r)
+        print(f"[bench] jax {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step", flush=True)
+        if a.torch_ref:
+            try:
+                t = time_torch(c, Path(a.torch_ref).expanduser(), r, a.steps, a.warmup)
+            except Exception as e:  # noqa: BLE001 - report and keep the JAX numbers
+                print(f"[bench] torch reference failed for {norm}: {type(e).__name__}: {e}", flush=True)
+                t = None
+            if t is not None:
+                results.append(t)
+                print(f"[bench] {t['impl']} {norm}: {t['ms_per_step']:.1f} ms/step", flush=True)
+    c0 = configs[norms[0]]
+    report = dict(config=a.config, arch=c0.model.arch, batch=c0.data.batch_size, patch=c0.data.patch_size,
+                  parallel=c0.train.parallel, steps=a.steps, **device_info(),
+                  results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results])
+    jax_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"] == "jax"}
+    if "layernorm" in jax_ms:
+        report["overhead_vs_layernorm_pct"] = {n: 100 * (ms / jax_ms["layernorm"] - 1) for n, ms in jax_ms.items()
+                                               if n != "layernorm"}
+    print(format_table(report))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_table(r: dict) -> str:
+    lines = [f"{r['arch']} train step: global batch {r['batch']} x {r['patch']}x{r['patch']} LR patches, "
+             f"{r['parallel']} over {r['device_count']} x {r['device']} ({r['backend']}, jax {r['jax']})",
+             f"{'impl':<28}{'norm':<11}{'params':>10}{'compile s':>11}{'ms/step':>10}{'steps/s':>9}"
+             f"{'patches/s':>11}"]
+    for x in r["results"]:
+        lines.append(f"{x['impl']:<28}{x['norm']:<11}{x['params']:>10,}{x['compile_s']:>11.2f}"
+                     f"{x['ms_per_step']:>10.1f}{x['steps_per_s']:>9.2f}{x['patches_per_s']:>11.1f}")
+        if "forward_max_abs_diff_vs_jax" in x:
+            lines.append(f"{'':<28}(forward max |torch - jax| = {x['forward_max_abs_diff_vs_jax']:.2e}; "
+                         f"'compile s' = first step)")
+    for n, pct in r.get("overhead_vs_layernorm_pct", {}).items():
+        lines.append(f"step-time overhead of {n} vs layernorm: {pct:+.1f}%")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

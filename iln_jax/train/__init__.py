@@ -1,0 +1,19 @@
+"""Training: ``train_and_evaluate(config, workdir)`` and the pieces it is built from.
+
+* :mod:`~iln_jax.train.state` -- ``TrainState`` (step, params, opt_state, ema_params, model_state, rng)
+* :mod:`~iln_jax.train.optim` -- Adam/AdamW, multistep / cosine-restart schedules, grad clipping
+* :mod:`~iln_jax.train.step` -- the pure ``train_step`` and the losses
+* :mod:`~iln_jax.train.parallel` -- ``mesh`` (jit on a device mesh) and ``pmap`` data parallelism
+* :mod:`~iln_jax.train.checkpoint` -- Orbax checkpoints with the data iterator and config, SIGTERM
+* :mod:`~iln_jax.train.validate` -- full-image validation, PSNR/SSIM, PNGs
+* :mod:`~iln_jax.train.logging` -- TensorBoard, CSV/JSON metric logs, progress bar
+* :mod:`~iln_jax.train.loop` -- ``train_and_evaluate``
+"""
+from iln_jax.train.configs import load_config, validate_config
+from iln_jax.train.loop import NonFiniteLossError, build_model, train_and_evaluate
+from iln_jax.train.parallel import DataParallel
+from iln_jax.train.state import TrainState, create_train_state
+from iln_jax.train.step import train_step
+
+__all__ = ["DataParallel", "NonFiniteLossError", "TrainState", "build_model", "create_train_state",
+           "load_config", "train_and_evaluate", "train_step", "validate_config"]

@@ -1,0 +1,138 @@
+"""Run logs: TensorBoard events, CSV + JSON-lines metric files, and a tqdm progress bar.
+
+Only process 0 writes. Layout under the work directory::
+
+    tb/                 TensorBoard event files (scalars, validation images)
+    metrics_train.csv   step, loss, grad_norm, param_norm, update_norm, lr, steps_per_sec, ...
+    metrics_val.csv     step, <set>/psnr, <set>/ssim, ... (one row per validation)
+    metrics.jsonl       every record of both, {"split": ..., "step": ..., ...}
+
+When a run resumes from step k, rows and events after step k (written by the killed run) are
+dropped, so the files read as one uninterrupted run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+SPLITS = ("train", "val")
+
+
+def _finite_or_str(v):
+    v = float(v)
+    return v if math.isfinite(v) else str(v)
+
+
+class MetricWriter:
+    def __init__(self, workdir: str | Path, *, enabled: bool = True, resume_step: int = 0):
+        self.enabled = enabled
+        self.workdir = Path(workdir)
+        self._tb = None
+        if not enabled:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for split in SPLITS:
+            _truncate_csv(self._csv_path(split), resume_step)
+        _truncate_jsonl(self.workdir / "metrics.jsonl", resume_step)
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(str(self.workdir / "tb"), purge_step=resume_step + 1)
+
+    def _csv_path(self, split: str) -> Path:
+        return self.workdir / f"metrics_{split}.csv"
+
+    def write_scalars(self, step: int, scalars: dict, split: str = "train") -> None:
+        if not self.enabled:
+            return
+        row = {k: _finite_or_str(v) for k, v in scalars.items()}
+        for k, v in row.items():
+            if isinstance(v, float):
+                self._tb.add_scalar(f"{split}/{k}", v, step)
+        _append_csv(self._csv_path(split), {"step": step, **row})
+        with open(self.workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"split": split, "step": step, "time": time.time(), **row}) + "\n")
+
+    def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """uint8 HWC images into TensorBoard."""
+        if self.enabled:
+            for name, img in images.items():
+                self._tb.add_image(f"val/{name}", img, step, dataformats="HWC")
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    header = None
+    if path.exists() and path.stat().st_size:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    if header is not None and set(row) - set(header):
+        # New columns (e.g. a new eval set): rewrite with the union of the columns.
+        rows = list(csv.DictReader(open(path, newline="")))
+        header = header + [k for k in row if k not in header]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, header)
+            w.writeheader()
+            w.writerows(rows)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, header or list(row))
+        if header is None:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, [r for r in reader if int(r["step"]) <= step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, header or ["step"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+class Progress:
+    """tqdm bar over steps with the measured steps/s and ETA; a no-op when disabled."""
+
+    def __init__(self, total: int, initial: int, *, enabled: bool, desc: str = "train"):
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+                             smoothing=0.1)
+
+    def update(self, n: int = 1, postfix: Optional[dict] = None) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def write(self, msg: str) -> None:
+        if self._bar is not None:
+            self._bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

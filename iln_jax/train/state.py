@@ -1,0 +1,69 @@
+"""The training state: one pytree with everything a step reads and writes, and nothing else."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """``step`` counts completed updates; ``rng`` is raw key data (uint32) so Orbax stores it as-is.
+
+    ``model_state`` holds every non-parameter collection the model mutates in training (BatchNorm's
+    ``batch_stats``), empty for the other norms; ``ema_params`` is None when EMA is off.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    model_state: Any
+    rng: jax.Array
+
+    def variables(self, which: str = "ema") -> dict:
+        """The variables to evaluate with: EMA weights (falling back to the raw ones) or raw."""
+        params = self.ema_params if which == "ema" and self.ema_params is not None else self.params
+        return {"params": params, **self.model_state}
+
+
+def init_variables(model: nn.Module, rng: jax.Array, sample_shape: tuple[int, ...]) -> dict:
+    x = jnp.zeros(sample_shape, jnp.float32)
+    return model.init({"params": rng, "dropout": rng}, x, train=False)
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *, seed: int,
+                       sample_shape: tuple[int, ...], ema: bool) -> TrainState:
+    """A fresh state; pure, so it can be jitted with output shardings or ``eval_shape``-d."""
+    root = jax.random.key(seed)
+    init_key, train_key = jax.random.split(root)
+    variables = dict(init_variables(model, init_key, sample_shape))
+    params = variables.pop("params")
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+        model_state=variables,
+        rng=jax.random.key_data(train_key),
+    )
+
+
+def param_count(params: Any) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def local_replica(tree: Any) -> Any:
+    """This process's copy of a replicated tree, on its first local device (also for arrays
+    that span several processes, which cannot be read whole from one process)."""
+    return jax.tree.map(lambda x: x.addressable_shards[0].data if isinstance(x, jax.Array) else x, tree)
+
+
+def host_copy(tree: Any) -> Any:
+    """A numpy copy of a replicated tree (see :func:`local_replica`)."""
+    return jax.device_get(local_replica(tree))
+
+

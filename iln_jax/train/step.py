@@ -1,0 +1,81 @@
+"""The pure training step: ``train_step(state, batch, ...) -> (state, metrics)``.
+
+No I/O and no host randomness: the step's key is ``fold_in(state.rng, state.step)`` (and, under
+pmap, the device index), so a restored state replays the same randomness. Under ``pmap`` the
+gradients, the loss and (through the model's ``bn_axis_name``) BatchNorm statistics are averaged
+over ``axis_name``; under ``jit`` on a mesh the global batch is one array and all of that is
+global by construction.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from iln_jax.train.state import TrainState
+
+PIXEL_LOSSES = ("l1", "charbonnier", "l2")
+
+
+def pixel_loss(pred: jax.Array, target: jax.Array, kind: str = "l1", *, eps: float = 1e-9) -> jax.Array:
+    """Mean over all elements: L1 (BasicSR ``L1Loss``), Charbonnier (KAIR: ``sqrt(d^2 + eps)``), L2."""
+    diff = pred - target
+    if kind == "l1":
+        return jnp.mean(jnp.abs(diff))
+    if kind == "charbonnier":
+        return jnp.mean(jnp.sqrt(diff * diff + eps))
+    if kind == "l2":
+        return jnp.mean(diff * diff)
+    raise ValueError(f"Unknown loss.pixel {kind!r}; valid: {', '.join(PIXEL_LOSSES)}")
+
+
+def fft_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """L1 between the real/imag parts of the 2-D FFT over H, W (HINT's ``FFTLoss``), NHWC."""
+    fp = jnp.fft.fft2(pred, axes=(1, 2))
+    ft = jnp.fft.fft2(target, axes=(1, 2))
+    return 0.5 * (jnp.mean(jnp.abs(fp.real - ft.real)) + jnp.mean(jnp.abs(fp.imag - ft.imag)))
+
+
+def restoration_loss(pred, target, loss_cfg) -> jax.Array:
+    loss = pixel_loss(pred, target, loss_cfg.pixel, eps=loss_cfg.charbonnier_eps)
+    if loss_cfg.fft_weight:
+        loss = loss + loss_cfg.fft_weight * fft_loss(pred, target)
+    return loss
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, loss_cfg, ema_decay: float = 0.0,
+               axis_name: Optional[str] = None) -> tuple[TrainState, dict]:
+    """One update on ``batch = {"lq": (B,h,w,C), "gt": (B,H,W,C)}`` (the local part under pmap)."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    mutable = list(state.model_state)
+
+    def loss_fn(params):
+        out = model.apply({"params": params, **state.model_state}, batch["lq"], train=True,
+                          rngs={"dropout": key}, mutable=mutable or False)
+        pred, new_model_state = out if mutable else (out, {})
+        return restoration_loss(pred, batch["gt"], loss_cfg), new_model_state
+
+    (loss, new_model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if axis_name is not None:
+        grads, loss = jax.lax.pmean((grads, loss), axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema is not None:
+        ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(params),
+        "update_norm": optax.global_norm(updates),
+        "lr": jnp.asarray(schedule(state.step), jnp.float32),
+    }
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+                              model_state=dict(new_model_state))
+    return new_state, metrics

@@ -1,0 +1,81 @@
+"""Shared helpers of the training tests: tiny configs, the subprocess worker launcher, tree checks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "train_worker.py"
+# The training tests compile the same tiny programs many times (fresh jits per run, and in the
+# subprocesses): a persistent compilation cache shared by all of them saves most of that.
+CACHE_DIR = os.environ.get("ILN_JAX_TEST_CACHE",
+                           os.path.join(tempfile.gettempdir(), "iln_jax_test_xla_cache"))
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def tiny_config(spec: str = "configs/swinir.py:tiny=1", **overrides):
+    """A locked tiny config with dotted-key overrides (``{"train.num_steps": 4}``)."""
+    from iln_jax.train import load_config
+    config = load_config(str(ROOT / spec))
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        node = config
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return config
+
+
+def worker_env(num_devices: int, cache_dir: str | None = CACHE_DIR) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    if cache_dir:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def start_worker(spec: str, overrides: dict, workdir, *, num_devices: int, cache_dir=CACHE_DIR,
+                 kill_at: int = 0, term_at: int = 0, coordinator: str = "", num_processes: int = 1,
+                 process_id: int = 0, dump: str = "") -> subprocess.Popen:
+    args = [sys.executable, str(WORKER), "--config", spec, "--overrides", json.dumps(overrides),
+            "--workdir", str(workdir), "--kill-at", str(kill_at), "--term-at", str(term_at),
+            "--coordinator", coordinator, "--num-processes", str(num_processes), "--process-id", str(process_id), "--dump", str(dump)]
+    return subprocess.Popen(args, cwd=ROOT, env=worker_env(num_devices, cache_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def host_tree(tree):
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def assert_trees_equal(a, b):
+    """Bit-identical leaves (and the same structure)."""
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_trees_close(a, b, rtol=2e-5, atol=2e-6):
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
