@@ -96,6 +96,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.charbonnier_eps = 1e-9       # KAIR's: sqrt(diff^2 + eps)
     c.loss.fft_weight = 0.0             # HINT adds 0.1 * L1 of the 2-D FFT
 
+    c.mixing = ml_collections.ConfigDict()  # Restormer's mixup (its Gaussian denoising recipe)
+    c.mixing.mixup = False
+    c.mixing.mixup_beta = 1.2
+    c.mixing.use_identity = True
+
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = PAPER_STEPS
     c.train.parallel = "mesh"           # mesh (jit over a device mesh) | pmap

@@ -10,7 +10,7 @@ import pytest
 from iln_jax.train import DataParallel, build_model, create_train_state, train_step
 from iln_jax.train import optim
 from iln_jax.train.parallel import fast_compile_options
-from iln_jax.train.step import fft_loss, pixel_loss
+from iln_jax.train.step import fft_loss, mixup, pixel_loss
 from train_util import assert_trees_equal, host_tree, tiny_config
 
 
@@ -110,3 +110,20 @@ def test_schedules():
     assert float(sched(10)) == pytest.approx(3e-4)
     assert float(sched(25)) == pytest.approx(1e-6 + 0.5 * (3e-4 - 1e-6), rel=1e-5)
     assert float(sched(40)) == pytest.approx(1e-6, rel=1e-4)
+
+
+def test_mixup():
+    rng = np.random.default_rng(0)
+    batch = {"lq": jnp.asarray(rng.random((6, 4, 4, 3), np.float32)),
+             "gt": jnp.asarray(rng.random((6, 8, 8, 3), np.float32))}
+    mixed = [mixup(batch, jax.random.key(i), beta=1.2, use_identity=True) for i in range(16)]
+    identity = [np.array_equal(m["lq"], batch["lq"]) and np.array_equal(m["gt"], batch["gt"]) for m in mixed]
+    assert 0 < sum(identity) < 16  # about half of the batches are left alone
+    m = mixup(batch, jax.random.key(3), beta=1.2, use_identity=False)
+    # input and target are mixed with the same lambda and the same partner
+    for k in ("lq", "gt"):
+        assert not np.allclose(m[k], batch[k])
+    means = {k: np.asarray(batch[k]).mean(axis=(1, 2, 3)) for k in batch}
+    mixed_means = {k: np.asarray(m[k]).mean(axis=(1, 2, 3)) for k in batch}
+    np.testing.assert_allclose(mixed_means["lq"].sum(), means["lq"].sum(), rtol=1e-5)  # a convex mix of a permutation
+    np.testing.assert_allclose(mixed_means["gt"].sum(), means["gt"].sum(), rtol=1e-5)

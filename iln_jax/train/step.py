@@ -46,13 +46,32 @@ def restoration_loss(pred, target, loss_cfg) -> jax.Array:
     return loss
 
 
+def mixup(batch: dict, key: jax.Array, *, beta: float = 1.2, use_identity: bool = True) -> dict:
+    """Restormer's ``Mixing_Augment``: ``lam ~ Beta(beta, beta)`` and a random permutation of the
+    batch; input and target become ``lam * x + (1 - lam) * x[perm]``. With ``use_identity`` the
+    batch is left as it is half of the time (the official choice between [identity, mixup])."""
+    k_apply, k_lam, k_perm = jax.random.split(key, 3)
+    lam = jax.random.beta(k_lam, beta, beta)
+    perm = jax.random.permutation(k_perm, batch["gt"].shape[0])
+    if use_identity:
+        lam = jnp.where(jax.random.bernoulli(k_apply), lam, 1.0)
+    return {k: lam * v + (1.0 - lam) * v[perm] for k, v in batch.items()}
+
+
 def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
-               schedule: optax.Schedule, loss_cfg, ema_decay: float = 0.0,
+               schedule: optax.Schedule, loss_cfg, ema_decay: float = 0.0, mixup_cfg=None,
                axis_name: Optional[str] = None) -> tuple[TrainState, dict]:
-    """One update on ``batch = {"lq": (B,h,w,C), "gt": (B,H,W,C)}`` (the local part under pmap)."""
+    """One update on ``batch = {"lq": (B,h,w,C), "gt": (B,H,W,C)}`` (the local part under pmap).
+
+    ``mixup_cfg`` (``config.mixing``) with ``mixup=True`` applies :func:`mixup` first (under pmap
+    each device mixes within its own examples).
+    """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if axis_name is not None:
         key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    if mixup_cfg is not None and mixup_cfg.mixup:
+        key, mix_key = jax.random.split(key)
+        batch = mixup(batch, mix_key, beta=mixup_cfg.mixup_beta, use_identity=mixup_cfg.use_identity)
     mutable = list(state.model_state)
 
     def loss_fn(params):
