@@ -120,17 +120,9 @@ class AttenBlocks(nn.Module):
                     kw["qkv_bias"], kw["qk_scale"], name="overlap_attn")(x)
 
 
-class RHAG(nn.Module):
-    """Residual hybrid attention group: ``x + conv(AttenBlocks(x))``."""
+class RHAG(AttenBlocks):
+    """Residual hybrid attention group: ``x + conv(AttenBlocks(x))`` (same fields, plus the conv)."""
 
-    dim: int
-    depth: int
-    num_heads: int
-    window_size: int
-    overlap_ratio: float
-    img_size: int
-    hab_kwargs: dict
-    drop_path: Sequence[float]
     resi_connection: str = "1conv"
 
     @nn.compact
