@@ -1,0 +1,145 @@
+"""Evaluate a model on benchmark folders with each task's conventions; PNGs + results tables.
+
+    # a training run (EMA weights), SR x2 on SwinIR's testsets layout (Set5/HR + Set5/LR_bicubic/X2)
+    python eval.py --workdir runs/swinir_iln_x2 --data-root ~/testsets --datasets Set5,Set14,BSD100 --out results/
+
+    # an official checkpoint, exactly as the official test script (symmetric padding)
+    python eval.py --pth 001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth --variant swinir-classical \\
+        --kwargs '{"upscale": 2}' --task sr --scale 2 --padding symmetric \\
+        --data-root ~/testsets --datasets Set5 --out results/
+
+    # many image sizes: --bucket 64 compiles a handful of shapes instead of one per size (border
+    # pixels change slightly; the default --bucket 0 is the official padding, exact)
+    # big images: tiles of 256 with 32 px overlap; or --auto-tile; low precision: --precision bf16
+    # the fp16/bf16/int8/int4 table and the paper's diagnostics for the same model:
+    python eval.py ... --precision-report --diagnostics
+
+Conventions (iln_jax/evaluation/tasks.py): SR PSNR/SSIM on Y with crop = scale; denoising on RGB;
+JPEG CAR and deraining on Y; RGB and Y are always both stored. Without --datasets, the embedded
+held-out photos are used. Writes ``<out>/<dataset>/{images/*.png,results.json,results.md}`` and
+``<out>/summary.{md,json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from iln_jax.evaluation import benchmarks, cli, evaluate, tasks
+from iln_jax.evaluation.evaluate import dump_json
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_model_args(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--task", choices=tasks.TASKS, help="default: the run's task, else sr")
+    g.add_argument("--scale", type=int, help="SR scale (default: the run's / the model's)")
+    g.add_argument("--noise-sigma", type=float, help="denoising sigma on 0..255 (default: the run's, else 25)")
+    g.add_argument("--jpeg-quality", type=int, help="JPEG quality (default: the run's, else 40)")
+    g.add_argument("--data-root", help="folder holding the benchmark folders")
+    g.add_argument("--datasets", help="comma-separated benchmark names under --data-root, or folder paths "
+                                      "(default: the embedded photos)")
+    g.add_argument("--crop-border", type=int, help="override the task's crop border")
+    g.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
+    cli.add_inference_args(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default="eval_results", help="output folder")
+    g.add_argument("--no-images", action="store_true", help="do not write restored PNGs")
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--precision-report", action="store_true",
+                   help="also tabulate fp16/bf16/int8/int4 vs fp32 on each dataset (precision_report.md)")
+    g.add_argument("--diagnostics", action="store_true",
+                   help="also write the paper's diagnostics for this model (<out>/analysis/)")
+    return p.parse_args(argv)
+
+
+def _task_settings(args, loaded) -> dict:
+    saved = loaded.data_defaults()
+    task = args.task or saved.get("task", "sr")
+    model_scale = getattr(loaded.module, "scale", 1)
+    scale = args.scale or (saved.get("scale") if task == "sr" else 1) or model_scale
+    if task == "sr" and scale != model_scale:
+        raise SystemExit(f"The model upscales x{model_scale} but SR x{scale} was asked for")
+    channels = getattr(loaded.module, "in_chans", getattr(loaded.module, "inp_channels", 3))
+    return dict(task=task, scale=scale if task == "sr" else 1,
+                noise_sigma=args.noise_sigma if args.noise_sigma is not None else saved.get("noise_sigma", 25),
+                jpeg_quality=args.jpeg_quality if args.jpeg_quality is not None else saved.get("jpeg_quality", 40),
+                channels=channels)
+
+
+def _eval_sets(args, t: dict):
+    if not args.datasets:
+        yield "embedded", benchmarks.load(benchmarks.embedded_config(**t))
+        return
+    for item in filter(None, (s.strip() for s in args.datasets.split(","))):
+        name, folder = benchmarks.resolve_dataset(args.data_root, item)
+        config = benchmarks.data_config(folder=folder, on_bad_image=args.on_bad_image, **t)
+        yield name, benchmarks.load(config)
+
+
+def _compile_notice(name: str, eval_set: list[dict], restorer, args) -> None:
+    """Say how many shapes will compile, and what bucketing would save."""
+    if args.tile:
+        return
+    def count(bucket):
+        from iln_jax.inference.runner import padded_size
+        return len({tuple(padded_size(s, restorer.multiple, restorer.padding, bucket) for s in im["lq"].shape[:2])
+                     for im in eval_set})
+    n, n64 = count(args.bucket), count(64)
+    hint = (f"; --bucket 64 would need {n64} (border pixels change slightly)" if not args.bucket and n64 < n else "")
+    print(f"[eval] {name}: {len(eval_set)} images, {n} input shape(s) to compile{hint}", flush=True)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    loaded = cli.load_model(args)
+    t = _task_settings(args, loaded)
+    conv = tasks.convention(t["task"], t["scale"], crop_border=args.crop_border)
+    restorer_kw = cli.restorer_kwargs(args)
+    from iln_jax.inference import Restorer
+    restorer = Restorer(loaded.module, loaded.variables, precision=args.precision, **restorer_kw)
+    settings = {"model": loaded.source, "arch": loaded.arch, "norm": loaded.norm, "precision": args.precision,
+                "padding": restorer.padding, **{k: v for k, v in restorer_kw.items() if k != "padding"}, **t}
+    print(f"[eval] {loaded.source}: {loaded.arch} norm={loaded.norm}, "
+          f"{tasks.task_description(**{k: t[k] for k in ('task', 'scale', 'noise_sigma', 'jpeg_quality')})}, "
+          f"{conv.label}", flush=True)
+    results, precision_reports, first_images = [], {}, None
+    for name, eval_set in _eval_sets(args, t):
+        _compile_notice(name, eval_set, restorer, args)
+        result = evaluate.evaluate_dataset(restorer, eval_set, conv, dataset=name, out_dir=args.out,
+                                           save_images=not args.no_images, progress=not args.no_progress,
+                                           settings=settings)
+        results.append(result)
+        print(f"[eval] {name}: PSNR {result['psnr']:.3f} dB, SSIM {result['ssim']:.4f} ({conv.label}); "
+              f"bicubic/input {result['baseline']['psnr']:.3f} dB; {result['num_images']} images, "
+              f"{len(result['compiled_shapes'])} compiled shape(s) so far", flush=True)
+        if args.precision_report:
+            from iln_jax.evaluation.precision import precision_report
+            precision_reports[name] = precision_report(loaded.module, loaded.variables, eval_set, conv,
+                                                       **restorer_kw)
+        first_images = first_images or [im["lq"] for im in eval_set]
+    summary = evaluate.write_summary(results, args.out, model=loaded.source)
+    print(summary.read_text())
+    if precision_reports:
+        from iln_jax.evaluation.precision import format_report
+        dump_json(precision_reports, Path(args.out) / "precision_report.json")
+        table = format_report(precision_reports, first_column="dataset")
+        (Path(args.out) / "precision_report.md").write_text(table)
+        print(table)
+    if args.diagnostics:
+        from iln_jax.analysis.report import analyze_model
+        history = Path(args.workdir) / "diagnostics.jsonl" if args.workdir else None
+        analyze_model(loaded.module, loaded.variables, first_images, Path(args.out) / "analysis",
+                      label=f"{loaded.arch}/{loaded.norm}", history_path=history)
+        print(f"[eval] diagnostics in {Path(args.out) / 'analysis'}")
+    return results
+
+
+if __name__ == "__main__":
+    from iln_jax.evaluation.checkpoints import CheckpointMismatchError
+    from iln_jax.inference.runner import InsufficientMemoryError
+    try:
+        sys.exit(0 if main() else 1)
+    except (CheckpointMismatchError, InsufficientMemoryError, FileNotFoundError) as e:
+        sys.exit(f"[eval] error: {e}")
