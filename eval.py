@@ -8,8 +8,9 @@
         --kwargs '{"upscale": 2}' --task sr --scale 2 --padding symmetric \\
         --data-root ~/testsets --datasets Set5 --out results/
 
-    # many image sizes: --bucket 64 compiles a handful of shapes instead of one per size (border
-    # pixels change slightly; the default --bucket 0 is the official padding, exact)
+    # shapes: by default (--bucket auto) a folder compiles at most --max-compiles (8) input shapes:
+    # the official padding when that suffices, else the smallest bucket that does (border pixels
+    # change slightly); --bucket 0 always pads exactly as the official code
     # big images: tiles of 256 with 32 px overlap; or --auto-tile; low precision: --precision bf16
     # the fp16/bf16/int8/int4 table and the paper's diagnostics for the same model:
     python eval.py ... --precision-report --diagnostics
@@ -78,17 +79,26 @@ def _eval_sets(args, t: dict):
         yield name, benchmarks.load(config)
 
 
-def _compile_notice(name: str, eval_set: list[dict], restorer, args) -> None:
-    """Say how many shapes will compile, and what bucketing would save."""
+def _choose_bucket(name: str, eval_set: list[dict], restorer, args) -> int:
+    """The dataset's shape bucket (``--bucket auto``: exact unless that compiles too often); says
+    how many shapes will compile."""
+    from iln_jax.inference.runner import choose_bucket, count_shapes
+    sizes = [im["lq"].shape[:2] for im in eval_set]
+    exact = count_shapes(sizes, restorer.multiple, restorer.padding)
     if args.tile:
-        return
-    def count(bucket):
-        from iln_jax.inference.runner import padded_size
-        return len({tuple(padded_size(s, restorer.multiple, restorer.padding, bucket) for s in im["lq"].shape[:2])
-                     for im in eval_set})
-    n, n64 = count(args.bucket), count(64)
-    hint = (f"; --bucket 64 would need {n64} (border pixels change slightly)" if not args.bucket and n64 < n else "")
-    print(f"[eval] {name}: {len(eval_set)} images, {n} input shape(s) to compile{hint}", flush=True)
+        return 0 if args.bucket == "auto" else args.bucket
+    if args.bucket == "auto":
+        bucket = choose_bucket(sizes, restorer.multiple, restorer.padding, args.max_compiles)
+    else:
+        bucket = args.bucket
+    n = count_shapes(sizes, restorer.multiple, restorer.padding, bucket)
+    if bucket:
+        how = (f"bucket {bucket}: {n} shape(s) to compile instead of {exact} (border pixels change "
+               f"slightly; --bucket 0 for the official padding)")
+    else:
+        how = f"{n} input shape(s) to compile, official padding"
+    print(f"[eval] {name}: {len(eval_set)} images, {how}", flush=True)
+    return bucket
 
 
 def main(argv=None) -> list[dict]:
@@ -106,10 +116,10 @@ def main(argv=None) -> list[dict]:
           f"{conv.label}", flush=True)
     results, precision_reports, first_images = [], {}, None
     for name, eval_set in _eval_sets(args, t):
-        _compile_notice(name, eval_set, restorer, args)
+        restorer.bucket = _choose_bucket(name, eval_set, restorer, args)
         result = evaluate.evaluate_dataset(restorer, eval_set, conv, dataset=name, out_dir=args.out,
                                            save_images=not args.no_images, progress=not args.no_progress,
-                                           settings=settings)
+                                           settings={**settings, "bucket": restorer.bucket})
         results.append(result)
         print(f"[eval] {name}: PSNR {result['psnr']:.3f} dB, SSIM {result['ssim']:.4f} ({conv.label}); "
               f"bicubic/input {result['baseline']['psnr']:.3f} dB; {result['num_images']} images, "
@@ -117,7 +127,7 @@ def main(argv=None) -> list[dict]:
         if args.precision_report:
             from iln_jax.evaluation.precision import precision_report
             precision_reports[name] = precision_report(loaded.module, loaded.variables, eval_set, conv,
-                                                       **restorer_kw)
+                                                       **{**restorer_kw, "bucket": restorer.bucket})
         first_images = first_images or [im["lq"] for im in eval_set]
     summary = evaluate.write_summary(results, args.out, model=loaded.source)
     print(summary.read_text())

@@ -110,6 +110,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.async_checkpointing = True
     c.train.progress_bar = True
     c.train.fast_compile = False        # CPU: compile the step with XLA backend optimizations off
+    # The paper's diagnostics (per-block E[x^2], channel entropy, max |x|) of the raw weights on the
+    # first ``diagnostics_images`` training inputs, into <workdir>/diagnostics.jsonl; 0 = off.
+    c.train.diagnostics_every = 1_000
+    c.train.diagnostics_images = 4
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 20_000               # also at the last step; 0: only there; < 0: never

@@ -26,6 +26,7 @@ def get_config(arg: str | None = None):
     c.train.num_steps = 600
     c.train.log_every = 50
     c.train.checkpoint_every = 200
+    c.train.diagnostics_every = 50
     c.eval.every = 300
     c.eval.weights = "both"
     if a.tiny:

@@ -119,3 +119,13 @@ def test_padded_size_rules():
     assert runner.padded_size(13, 4, "reflect", bucket=24) == 24
     with pytest.raises(ValueError, match="multiple"):
         runner.padded_size(13, 4, "none")
+
+
+def test_choose_bucket_is_exact_when_few_shapes_else_smallest_sufficient_bucket():
+    sizes = [(13, 13), (17, 9), (21, 30), (33, 14)]
+    assert runner.choose_bucket(sizes, 4, "reflect", max_shapes=4) == 0
+    bucket = runner.choose_bucket(sizes, 4, "reflect", max_shapes=2)
+    assert bucket % 4 == 0 and runner.count_shapes(sizes, 4, "reflect", bucket) <= 2
+    assert runner.count_shapes(sizes, 4, "reflect", bucket - 4) > 2 or bucket == 8
+    assert runner.choose_bucket(sizes, 4, "reflect", max_shapes=1) >= 36  # one shape covers the largest
+    assert runner.choose_bucket(sizes, 4, "none", max_shapes=1) == 0      # nothing may be padded

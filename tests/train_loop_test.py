@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from iln_jax.analysis import read_diagnostics
 from iln_jax.train import NonFiniteLossError, train_and_evaluate
 from iln_jax.train.checkpoint import load_state
 from train_util import tiny_config
@@ -17,9 +18,9 @@ SPEC = "configs/swinir.py:tiny=1"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """6 steps, checkpoints every 2 (keep 2), validation at the end."""
+    """6 steps, checkpoints every 2 (keep 2), diagnostics every 2, validation at the end."""
     workdir = tmp_path_factory.mktemp("run")
-    summary = train_and_evaluate(tiny_config(SPEC), workdir)
+    summary = train_and_evaluate(tiny_config(SPEC, **{"train.diagnostics_every": 2}), workdir)
     return workdir, summary
 
 
@@ -41,13 +42,31 @@ def test_outputs(run):
     assert s["baseline"]["psnr"] > 20 and np.isfinite(s["validation"]["ema"]["psnr"])
 
 
+def _diagnostic_rows(workdir):
+    return [json.loads(line) for line in (workdir / "diagnostics.jsonl").read_text().splitlines()]
+
+
+def test_diagnostics_logged_every_k_steps(run):
+    workdir, _ = run
+    rows = _diagnostic_rows(workdir)
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    history = read_diagnostics(workdir / "diagnostics.jsonl")
+    depths = tiny_config(SPEC).model.kwargs.depths
+    assert history["blocks"] == [f"layers_{g}/residual_group/blocks_{b}"
+                                 for g, depth in enumerate(depths) for b in range(depth)]  # forward order
+    for stat in ("sq_mean", "entropy", "entropy_norm", "max_abs"):
+        assert history[stat].shape == (3, sum(depths)) and np.isfinite(history[stat]).all()
+    assert ((history["entropy_norm"] > 0) & (history["entropy_norm"] <= 1)).all()
+
+
 def test_resumes_from_workdir(run, tmp_path):
     """Re-running in the same workdir with more steps continues from the last checkpoint."""
     workdir, _ = run
-    summary = train_and_evaluate(tiny_config(SPEC, **{"train.num_steps": 8}), workdir)
+    summary = train_and_evaluate(tiny_config(SPEC, **{"train.num_steps": 8, "train.diagnostics_every": 2}), workdir)
     assert summary["start_step"] == 6 and summary["final_step"] == 8
     rows = list(csv.DictReader(open(workdir / "metrics_train.csv")))
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
+    assert [r["step"] for r in _diagnostic_rows(workdir)] == [2, 4, 6, 8]
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):

@@ -14,7 +14,6 @@ config can tell which norm a checkpoint was trained with.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -90,29 +89,15 @@ def _norm_kwargs(kwargs: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
-def _saved_config(directory: Path, step: int) -> Optional[dict]:
-    """The run config: saved inside the checkpoint (``<step>/config``), else ``config.json``."""
-    for path in (directory / str(step) / "config" / "metadata", directory.parent / "config.json",
-                 directory / "config.json"):
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
-
-
-def _checkpoint_dir(workdir: str | Path) -> Path:
-    workdir = Path(workdir).absolute()
-    return workdir / "checkpoints" if (workdir / "checkpoints").is_dir() else workdir
-
-
 def load_run(workdir: str | Path, *, step: Optional[int] = None, weights: str = "ema",
              arch: Optional[str] = None, norm: Optional[str] = None, model_kwargs: Optional[dict] = None) -> LoadedModel:
     """The model and its EMA (``weights="ema"``, falling back to raw) or raw weights of a run."""
-    from iln_jax.train.checkpoint import load_state
+    from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_state
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    ckpt_dir = _checkpoint_dir(workdir)
+    ckpt_dir = checkpoint_directory(workdir)
     state, step = load_state(ckpt_dir, step)
-    config = _saved_config(ckpt_dir, step)
+    config = load_config(ckpt_dir, step)
     requested = {"arch": arch, "norm": norm, **{f"kwargs.{k}": v for k, v in (model_kwargs or {}).items()}}
     if config is not None:
         saved = {"arch": config["model"]["arch"], "norm": config["model"]["norm"],

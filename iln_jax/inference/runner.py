@@ -83,6 +83,25 @@ def padded_size(size: int, multiple: int, mode: str, bucket: int = 0) -> int:
     return out
 
 
+def count_shapes(sizes, multiple: int, mode: str, bucket: int = 0) -> int:
+    """How many distinct padded (h, w) -- compilations -- a list of image sizes needs."""
+    return len({(padded_size(h, multiple, mode, bucket), padded_size(w, multiple, mode, bucket)) for h, w in sizes})
+
+
+def choose_bucket(sizes, multiple: int, mode: str, max_shapes: int) -> int:
+    """The bucket for a folder of images of ``sizes`` ((h, w) pairs): 0 (exact shapes, the official
+    padding) when they need at most ``max_shapes`` compilations, else the smallest multiple of the
+    model's window that brings them down to ``max_shapes`` (the least extra padding)."""
+    sizes = [tuple(s) for s in sizes]
+    if mode == "none" or count_shapes(sizes, multiple, mode) <= max(1, max_shapes):
+        return 0
+    largest = max(max(s) for s in sizes) + 2 * multiple
+    for bucket in range(2 * multiple, largest + multiple, multiple):
+        if count_shapes(sizes, multiple, mode, bucket) <= max_shapes:
+            return bucket
+    return largest
+
+
 def pad_batch(x: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
     """Pad an NHWC batch at the bottom/right to (height, width) as ``layers.window.pad_to_multiple``:
     'reflect' unless a pad reaches the image size (then 'symmetric', like the model), 'symmetric'."""

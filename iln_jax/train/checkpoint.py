@@ -12,6 +12,7 @@ into "save now and exit cleanly"; with several processes they agree on the step 
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -120,15 +121,40 @@ class PreemptionGuard:
         return bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
 
 
+def checkpoint_directory(directory: str | Path) -> Path:
+    """A work directory's ``checkpoints/`` folder (or ``directory`` itself when it is that folder)."""
+    directory = Path(directory).absolute()
+    return directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
+
+
+def load_config(directory: str | Path, step: Optional[int] = None) -> Optional[dict]:
+    """The run config saved with a checkpoint (the latest by default), as a plain dict.
+
+    Falls back to the run's ``config.json`` for checkpoints saved without one; None when neither
+    exists.
+    """
+    directory = checkpoint_directory(directory)
+    if directory.is_dir():
+        with ocp.CheckpointManager(directory) as manager:
+            step = manager.latest_step() if step is None else step
+            saved = manager.item_metadata(step) if step is not None else None
+            if saved is not None and "config" in saved.keys():
+                return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    for path in (directory.parent / "config.json", directory / "config.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
 def load_state(directory: str | Path, step: Optional[int] = None) -> tuple[dict, int]:
     """The saved train state of a run as a host (numpy) tree, without building the model.
 
     ``directory`` is a work directory or its ``checkpoints/`` folder; ``step`` defaults to the
     latest. Works for checkpoints written by any number of processes/devices.
     """
-    directory = Path(directory).absolute()
-    if (directory / "checkpoints").is_dir():
-        directory = directory / "checkpoints"
+    directory = checkpoint_directory(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No checkpoint directory {directory}")
     with ocp.CheckpointManager(directory) as manager:
         step = manager.latest_step() if step is None else step
     if step is None:

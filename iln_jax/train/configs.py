@@ -49,5 +49,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         section, name = key.split(".")
         if int(c[section][name]) < 1:
             raise ValueError(f"{key} must be >= 1, got {c[section][name]}")
+    for key in ("train.diagnostics_every", "train.diagnostics_images"):
+        section, name = key.split(".")
+        if int(c[section][name]) < 0:
+            raise ValueError(f"{key} must be >= 0, got {c[section][name]}")
     if not 0.0 <= c.optim.ema_decay < 1.0:
         raise ValueError(f"optim.ema_decay must be in [0, 1), got {c.optim.ema_decay}")

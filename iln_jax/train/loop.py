@@ -5,6 +5,7 @@ Layout of ``workdir``::
     config.json        the run's config (also saved inside every checkpoint)
     checkpoints/<step> Orbax: train state + data iterator state + config
     tb/, metrics_*.csv, metrics.jsonl      logs (iln_jax/train/logging.py)
+    diagnostics.jsonl  per-block feature statistics every ``train.diagnostics_every`` steps
     images/            restored validation images (PNG) per validation step, and references
     summary.json       final numbers (written at the end)
 
@@ -27,6 +28,7 @@ from typing import Callable, Optional
 import jax
 import ml_collections
 
+from iln_jax import analysis
 from iln_jax import data as data_lib
 from iln_jax import models
 from iln_jax.data.config import effective_scale
@@ -35,7 +37,7 @@ from iln_jax.train.checkpoint import Checkpointer, PreemptionGuard
 from iln_jax.train.configs import validate_config
 from iln_jax.train.logging import MetricWriter, Progress
 from iln_jax.train.parallel import DataParallel, fast_compile_options
-from iln_jax.train.state import TrainState, create_train_state, param_count
+from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count
 from iln_jax.train.step import train_step
 from iln_jax.train.validate import Validator
 
@@ -120,6 +122,23 @@ class _Trainer:
         compiled = step_fn.lower(state, batch).compile(options)
         return compiled, time.perf_counter() - t0
 
+    def diagnostics(self, start: int) -> Optional[Callable[[int, TrainState, dict], None]]:
+        """``record(step, state, local_batch)``: the paper's per-block statistics into
+        ``diagnostics.jsonl``. Main process only, on its own replica and inputs (no collective),
+        so it costs one small forward pass every ``train.diagnostics_every`` steps."""
+        every = self.config.train.diagnostics_every
+        if not self.is_main or every <= 0:
+            return None
+        diag_fn = analysis.make_diagnostics_fn(self.model, max_images=self.config.train.diagnostics_images)
+        diag_log = analysis.DiagnosticsLog(self.workdir, resume_step=start)
+        device = jax.local_devices()[0]
+
+        def record(step: int, state: TrainState, local_batch: dict) -> None:
+            if step % every == 0:
+                lq = jax.device_put(local_batch["lq"][:self.config.train.diagnostics_images], device)
+                diag_log.write(step, diag_fn(local_replica(state.variables("raw")), lq))
+        return record
+
     def validator(self) -> Optional[Validator]:
         if not self.is_main or self.config.eval.every < 0:
             return None
@@ -176,6 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         flush=True)
 
     writer = MetricWriter(workdir, enabled=tr.is_main, resume_step=start)
+    record_diagnostics = tr.diagnostics(start)
     validator = tr.validator()
     summary = {"name": c.name, "workdir": str(workdir), "params": n_params, "start_step": start,
                "num_devices": tr.parallel.num_devices, "num_processes": jax.process_count()}
@@ -231,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     try:
         with PreemptionGuard() as guard:
             for step in range(start + 1, c.train.num_steps + 1):
-                batch = tr.parallel.shard_batch(next(data_iter))
+                local_batch = next(data_iter)
+                batch = tr.parallel.shard_batch(local_batch)
                 if step_fn is None:
                     step_fn, compile_s = tr.compile_step(state, batch)
                     summary["compile_seconds"] = compile_s
@@ -254,6 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                     sums.clear()
                     n_sum, steps_since_log, t_log, excluded = 0, 0, time.perf_counter(), 0.0
                 t_aside = time.perf_counter()  # checkpoints and validation do not count as training time
+                if record_diagnostics is not None:
+                    record_diagnostics(step, state, local_batch)
                 if step % c.train.checkpoint_every == 0 or last:
                     flush_pending()
                     tr.checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=last)
