@@ -1,8 +1,8 @@
 """The Restormer recipe shared by configs/restormer_derain.py and configs/restormer_denoise.py,
 for Restormer, HINT and the ExDA sizes, with every norm.
 
-NOTE (lead): ``progressive`` and ``mixing`` are new top-level blocks, and the final field names
-must be reconciled with train.py's config schema; everything else uses configs/common.py's fields.
+Beyond configs/common.py's fields, two blocks: ``progressive`` (run by iln_jax/train/phases.py)
+and ``mixing`` (Restormer's mixup, applied in the train step).
 
 Layout of the returned ConfigDict (beyond configs/common.py's base_config):
   model.arch / model.norm / model.kwargs   "restormer" or "hint"; any norm of the grid; every
@@ -13,6 +13,7 @@ Layout of the returned ConfigDict (beyond configs/common.py's base_config):
   loss    L1 (+ 0.1 x L1 of the FFT for HINT, as its official ymls).
   progressive   gt_sizes / batch_sizes (global) / iters per phase. The official runs use 8 GPUs;
                 ``mini_batch_sizes_per_gpu`` are the yml values, ``batch_sizes`` = 8 x those.
+                Each phase recompiles the train step once for its patch shape.
   mixing  mixup (beta 1.2, use_identity) - the official denoising recipe only.
   data    task 'dr' (Rain13K, eval Rain100L, Y-channel PSNR) or 'dn' (DFWB, blind sigma in
           [0, 50], eval CBSD68 sigma 25, RGB PSNR); patch_size/batch_size are phase 1's.
@@ -43,7 +44,7 @@ RESTORMER_PHASES = ((128, 160, 192, 256, 320, 384), (8, 5, 4, 2, 1, 1),
 HINT_PHASES = {"dr": ((128, 160, 192, 256), (6, 4, 3, 1), (92_000, 64_000, 48_000, 96_000)),
                "dn": ((128, 160, 192, 256, 320, 384), (6, 4, 3, 1, 1, 1),
                       (92_000, 64_000, 48_000, 36_000, 36_000, 24_000))}
-TINY_PHASES = ((16, 24, 32), (4, 2, 2), (2, 2, 2))
+TINY_PHASES = ((16, 24, 32), (16, 8, 8), (2, 2, 2))
 TINY_MODEL = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
 
 

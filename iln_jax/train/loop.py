@@ -37,6 +37,7 @@ from iln_jax.train.checkpoint import Checkpointer, PreemptionGuard
 from iln_jax.train.configs import validate_config
 from iln_jax.train.logging import MetricWriter, Progress
 from iln_jax.train.parallel import DataParallel, fast_compile_options
+from iln_jax.train.phases import Phase, phase_at, training_phases
 from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count
 from iln_jax.train.step import train_step
 from iln_jax.train.validate import Validator
@@ -72,15 +73,16 @@ class _Trainer:
 
     def __init__(self, config, workdir: Path):
         validate_config(config)
-        _warn_unsupported(config)
         self.config = config
         self.workdir = workdir
         self.is_main = jax.process_index() == 0
         self.parallel = DataParallel(config.train.parallel)
-        self.parallel.check_batch_size(config.data.batch_size)
+        self.phases = training_phases(config)
+        for phase in self.phases:
+            self.parallel.check_batch_size(phase.batch_size)
         self.model = build_model(config)
         self.tx, self.schedule = optim.make_optimizer(config.optim)
-        p = config.data.patch_size
+        p = self.phases[0].patch_size
         in_chans = config.model.kwargs.get("in_chans", 3)
         self.create_state = functools.partial(
             create_train_state, self.model, self.tx, seed=config.seed, sample_shape=(1, p, p, in_chans),
@@ -89,23 +91,30 @@ class _Trainer:
                                          save_every=config.train.checkpoint_every,
                                          async_save=config.train.async_checkpointing)
 
-    def data_iterator(self):
-        dataset = data_lib.make_train_dataset(self.config.data, seed=self.config.seed,
+    def data_iterator(self, phase: Phase):
+        """The phase's batches (its own stream: seed + phase index, see ``phases.py``)."""
+        dataset = data_lib.make_train_dataset(phase.data_config(self.config.data),
+                                              seed=self.config.seed + phase.index,
                                               process_index=jax.process_index(),
                                               process_count=jax.process_count())
         return iter(dataset)
 
-    def initial_state(self, data_iter):
+    def initial_state(self):
+        """``(state, step, phase, data iterator)``: fresh, or restored from the latest checkpoint
+        together with the iterator of the phase it was saved in."""
         ckpt = self.checkpointer
-        if ckpt.latest_step() is None:
-            return self.parallel.init_state(self.create_state), 0
+        start = ckpt.latest_step() or 0
+        phase = phase_at(self.phases, start)
+        data_iter = self.data_iterator(phase)
+        if not start:
+            return self.parallel.init_state(self.create_state), 0, phase, data_iter
         saved = ckpt.saved_config()
         state, step = ckpt.restore(self.parallel.abstract_state(self.create_state), data_iter)
         if saved is not None:
             changes = _diff_configs(saved, _config_dict(self.config))
             if changes:
                 log.warning("Resuming with a changed config:\n  %s", "\n  ".join(changes))
-        return state, step
+        return state, step, phase, data_iter
 
     def compile_step(self, state, batch):
         """The step, compiled once up front (``jit``: ahead of time, so the compile time is
@@ -151,17 +160,9 @@ class _Trainer:
                          compiler_options=fast_compile_options() if c.train.fast_compile else None)
 
 
-def _warn_unsupported(config) -> None:
-    """Recipe blocks of the Restormer/HINT configs that this loop does not run yet (progressive
-    patch sizes)."""
-    ignored = []
-    progressive = config.get("progressive")
-    if progressive is not None and len(progressive.gt_sizes) > 1:
-        ignored.append(f"progressive patches {tuple(progressive.gt_sizes)}: training uses phase 1 only "
-                       f"(patch {config.data.patch_size}, batch {config.data.batch_size}) for all steps")
-    if ignored:
-        log.warning("This config asks for what train_and_evaluate does not implement yet:\n  %s",
-                    "\n  ".join(ignored))
+def _close(data_iter) -> None:
+    if hasattr(data_iter, "close"):
+        data_iter.close()  # stops grain worker processes
 
 
 def _eval_tags(config, has_ema: bool) -> list[str]:
@@ -183,22 +184,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     t_start = time.time()
     tr = _Trainer(config, workdir)
     c = config
-    data_iter = tr.data_iterator()
-    state, start = tr.initial_state(data_iter)
+    state, start, phase, data_iter = tr.initial_state()
     if tr.is_main:
         (workdir / "config.json").write_text(c.to_json_best_effort(indent=2) + "\n")
     n_params = param_count(state.params)
     say = print if tr.is_main else (lambda *a, **k: None)
     say(f"[iln_jax] {c.name}: {c.model.arch} norm={c.model.norm} {n_params / 1e6:.3f}M params, "
         f"{c.train.parallel} over {tr.parallel.num_devices} device(s) / {jax.process_count()} process(es), "
-        f"global batch {c.data.batch_size}, {'resuming from step ' + str(start) if start else 'from scratch'}",
+        f"global batch {phase.batch_size}, {'resuming from step ' + str(start) if start else 'from scratch'}",
         flush=True)
+    if len(tr.phases) > 1:
+        say("[iln_jax] progressive patches: " + ", ".join(
+            f"steps {p.first_step}-{p.last_step}: {p.gt_size} px x {p.batch_size}" for p in tr.phases), flush=True)
 
     writer = MetricWriter(workdir, enabled=tr.is_main, resume_step=start)
     record_diagnostics = tr.diagnostics(start)
     validator = tr.validator()
     summary = {"name": c.name, "workdir": str(workdir), "params": n_params, "start_step": start,
-               "num_devices": tr.parallel.num_devices, "num_processes": jax.process_count()}
+               "num_devices": tr.parallel.num_devices, "num_processes": jax.process_count(),
+               "compile_seconds": 0.0}
     if validator is not None:
         summary["baseline"] = {k: v for k, v in validator.baseline.items() if k != "per_image"}
         writer.write_scalars(start, {"baseline/psnr": validator.baseline["psnr"],
@@ -206,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     has_ema = state.ema_params is not None
     config_dict = _config_dict(c)
     progress = Progress(c.train.num_steps, start, enabled=tr.is_main and c.train.progress_bar)
-    step_fn, compile_s = None, 0.0
+    step_fn = None
     pending: Optional[tuple[int, dict]] = None
     sums, n_sum = {}, 0
     t_log, steps_since_log, train_time, excluded = time.perf_counter(), 0, 0.0, 0.0
@@ -251,12 +255,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     try:
         with PreemptionGuard() as guard:
             for step in range(start + 1, c.train.num_steps + 1):
+                if not phase.contains(step):  # the next progressive phase: new patch/batch size
+                    _close(data_iter)
+                    phase = phase_at(tr.phases, step)
+                    data_iter = tr.data_iterator(phase)
+                    step_fn = None
+                    progress.write(f"[iln_jax] step {step}: phase {phase.index + 1}/{len(tr.phases)}, "
+                                   f"{phase.gt_size} px patches, batch {phase.batch_size}")
                 local_batch = next(data_iter)
                 batch = tr.parallel.shard_batch(local_batch)
                 if step_fn is None:
+                    t_compile = time.perf_counter()
                     step_fn, compile_s = tr.compile_step(state, batch)
-                    summary["compile_seconds"] = compile_s
-                    t_log, excluded = time.perf_counter(), 0.0
+                    summary["compile_seconds"] += compile_s or 0.0
+                    excluded += time.perf_counter() - t_compile
                 state, metrics = step_fn(state, batch)
                 flush_pending()  # the previous step's metrics: one step in flight keeps devices busy
                 pending = (step, metrics)
@@ -268,7 +280,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                     train_time += elapsed
                     row = {k: v / n_sum for k, v in sums.items()}
                     row["steps_per_sec"] = steps_since_log / max(elapsed, 1e-9)
-                    row["patches_per_sec"] = row["steps_per_sec"] * c.data.batch_size
+                    row["patches_per_sec"] = row["steps_per_sec"] * phase.batch_size
+                    if len(tr.phases) > 1:
+                        row["patch_size"] = phase.gt_size
                     writer.write_scalars(step, row)
                     last_row = row
                     progress.update(steps_since_log, {"loss": row["loss"], "lr": row["lr"]})
@@ -300,8 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         progress.close()
         tr.checkpointer.close()
         writer.close()
-        if hasattr(data_iter, "close"):
-            data_iter.close()  # stops grain worker processes
+        _close(data_iter)
 
     summary.update(final_step=step, status=stopped or "completed", wall_seconds=time.time() - t_start,
                    steps_per_sec=(step - start) / train_time if train_time else None,
@@ -318,10 +331,12 @@ def format_summary(s: dict, config) -> str:
     lines = [f"== {s['name']}: {s['status']} at step {s['final_step']} "
              f"(started at {s['start_step']}), {s['wall_seconds']:.0f} s wall =="]
     speed = []
-    if s.get("compile_seconds") is not None:
+    if s.get("compile_seconds"):
         speed.append(f"step compile {s['compile_seconds']:.1f} s")
     if s.get("steps_per_sec"):
-        speed.append(f"{s['steps_per_sec']:.2f} steps/s, {s['steps_per_sec'] * config.data.batch_size:.1f} patches/s")
+        progressive = config.get("progressive") is not None and len(config.progressive.gt_sizes) > 1
+        speed.append(f"{s['steps_per_sec']:.2f} steps/s" + ("" if progressive else
+                     f", {s['steps_per_sec'] * config.data.batch_size:.1f} patches/s"))
     if speed:
         lines.append("; ".join(speed))
     if s.get("final_train_loss") is not None:
