@@ -133,3 +133,29 @@ def test_initialized_parameters_of_the_cache_free_first_block_exist():
     assert {f"inter_modulator{i}" for i in range(1, 5)} <= set(params)
     assert params["inter_modulator4"]["conv_width"]["kernel"].shape == (1, 6, 12)
     assert golden.count_params(models.create("hint", **TINY), (1, 8, 8, 3)) == 218_758  # official tiny
+
+
+@pytest.mark.parametrize("levels, expected", [
+    ("all", {"latent_0", "decoder_level3_0", "decoder_level2_0", "decoder_level1_0", "refinement_0"}),
+    ("encoder", {"latent_0"}),  # HINT's encoder blocks have no attention; the bottleneck counts as encoder
+    ("decoder", {"decoder_level3_0", "decoder_level2_0", "decoder_level1_0", "refinement_0"}),
+])
+def test_exda_value_transform_placement_in_hint(levels, expected):
+    params = _shapes(models.create("hint", **TINY, value_transform="residual", value_transform_levels=levels))["params"]
+    assert {n for n, p in params.items() if "attn" in p and "value_transform" in p["attn"]} == expected
+
+
+def test_exda_value_transform_in_hint_changes_the_output_and_converts():
+    kwargs = dict(TINY, value_transform="residual")
+    module = models.create("hint", **kwargs)
+    x = grid_input(1)
+    variables = synthetic_variables(module, x)
+    plain_vars = {"params": {n: ({**p, "attn": {k: v for k, v in p["attn"].items() if k != "value_transform"}}
+                                 if "attn" in p else p) for n, p in variables["params"].items()}}
+    apply = jax.jit(module.apply)
+    out, out_plain = apply(variables, x), jax.jit(models.create("hint", **TINY).apply)(plain_vars, x)
+    assert np.all(np.isfinite(out)) and not np.allclose(out, out_plain)
+    sd = convert.to_torch("hint", variables, **kwargs)
+    assert any(k.startswith("latent.0.attn.value_transform.") for k in sd)
+    _, back = convert.from_torch("hint", sd, **kwargs)
+    np.testing.assert_array_equal(apply(back, x), out)

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from iln_jax.layers.basic import conv, gelu, torch_default_kernel_init
-from iln_jax.layers.channel_attention import (adaptive_pool_matrix, bilinear_matrix, l2_normalize,
-                                              resample_2d)
+from iln_jax.layers.channel_attention import (NonlinearValue, VALUE_TRANSFORMS, adaptive_pool_matrix,
+                                              bilinear_matrix, l2_normalize, resample_2d)
 from iln_jax.models.unet_shell import ChannelAttentionUNet
 
 GROUP_RATIOS = (1, 2, 2, 3)
@@ -137,6 +137,7 @@ class HMHA(nn.Module):
     bias: bool = False
     faithful: bool = False
     dtype: Any = None
+    value_transform: str = "none"  # ExDA's non-linear value (see channel_attention.NonlinearValue)
 
     def _attend_groups(self, q, k, temperature):
         attns, qk, start = [], [], 0
@@ -155,7 +156,12 @@ class HMHA(nn.Module):
         temperature = self.param("temperature", nn.initializers.ones, (len(GROUP_RATIOS), 1, 1))
         qkv = conv(3 * c, 1, name="qkv", use_bias=self.bias, dtype=self.dtype)(x)
         qkv = conv(3 * c, 3, name="qkv_dwconv", use_bias=self.bias, groups=3 * c, dtype=self.dtype)(qkv)
-        q, k, v = (t.reshape(b, h * w, c).transpose(0, 2, 1) for t in jnp.split(qkv, 3, axis=-1))
+        q, k, v = jnp.split(qkv, 3, axis=-1)
+        if self.value_transform not in VALUE_TRANSFORMS:
+            raise ValueError(f"Unknown value_transform {self.value_transform!r}; valid: {VALUE_TRANSFORMS}")
+        if self.value_transform != "none":
+            v = NonlinearValue(self.value_transform == "residual", self.bias, self.dtype, name="value_transform")(v)
+        q, k, v = (t.reshape(b, h * w, c).transpose(0, 2, 1) for t in (q, k, v))
         order = rank_channels(q, self.faithful)
         q, k, v = (take_channels(t, order) for t in (q, k, v))
         attns, qk = self._attend_groups(q, k, temperature.astype(q.dtype))
@@ -196,7 +202,7 @@ class HINT(ChannelAttentionUNet):
     def attention(self, level, dim, heads):
         if level.startswith("encoder_level"):
             return None  # official isAtt=False: FFN-only blocks
-        return functools.partial(HMHA, dim, self.bias, self.faithful, self.dtype)
+        return functools.partial(HMHA, dim, self.bias, self.faithful, self.dtype, self.value_transform_at(level))
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False, qv_cache: Optional[jnp.ndarray] = None,

@@ -9,37 +9,22 @@ from __future__ import annotations
 import functools
 
 from iln_jax.layers.channel_attention import MDTA
-from iln_jax.models.unet_shell import LEVELS, ChannelAttentionUNet
-
-VALUE_TRANSFORM_LEVELS = {
-    "all": frozenset(LEVELS),
-    # The paper's placement ablation; the bottleneck counts as encoder, refinement as decoder.
-    "encoder": frozenset({"encoder_level1", "encoder_level2", "encoder_level3", "latent"}),
-    "decoder": frozenset({"decoder_level3", "decoder_level2", "decoder_level1", "refinement"}),
-}
-
+from iln_jax.models.unet_shell import ChannelAttentionUNet
 
 class Restormer(ChannelAttentionUNet):
-    """Official fields and defaults (the paper's model); then the ExDA options.
+    """Official fields and defaults (the paper's model); then the ExDA options (the value transform
+    is the base class's):
 
-    value_transform: "none" | "residual" (ExDA: ``V' = V + g(V)``) | "replace" (``V' = g(V)``).
-    value_transform_levels: "all" (ExDA) | "encoder" | "decoder".
     global_tokens: Global Spatial Tokens per head (0: off); must divide every head width.
     global_token_stride: the pooling stride s (ExDA: 2). global_token_alpha: alpha's init (0.1).
     """
 
-    value_transform: str = "none"
-    value_transform_levels: str = "all"
     global_tokens: int = 0
     global_token_stride: int = 2
     global_token_alpha: float = 0.1
 
     def attention(self, level, dim, heads):
-        if self.value_transform_levels not in VALUE_TRANSFORM_LEVELS:
-            raise ValueError(f"Unknown value_transform_levels {self.value_transform_levels!r}; "
-                             f"valid: {', '.join(VALUE_TRANSFORM_LEVELS)}")
-        transform = self.value_transform if level in VALUE_TRANSFORM_LEVELS[self.value_transform_levels] else "none"
-        return functools.partial(MDTA, dim, heads, self.bias, transform, self.global_tokens,
+        return functools.partial(MDTA, dim, heads, self.bias, self.value_transform_at(level), self.global_tokens,
                                  self.global_token_stride, self.global_token_alpha, self.dtype)
 
 

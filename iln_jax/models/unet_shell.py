@@ -62,6 +62,14 @@ class Upsample(nn.Module):
         return pixel_shuffle(conv(2 * x.shape[-1], 3, name="body_0", use_bias=False, dtype=self.dtype)(x), 2)
 
 
+VALUE_TRANSFORM_LEVELS = {
+    "all": frozenset(LEVELS),
+    # ExDA's placement ablation; the bottleneck counts as encoder, refinement as decoder.
+    "encoder": frozenset({"encoder_level1", "encoder_level2", "encoder_level3", "latent"}),
+    "decoder": frozenset({"decoder_level3", "decoder_level2", "decoder_level1", "refinement"}),
+}
+
+
 class ChannelAttentionUNet(nn.Module):
     """Base module; fields up to ``dual_pixel_task`` are the official constructor's (Restormer/HINT)."""
 
@@ -82,6 +90,17 @@ class ChannelAttentionUNet(nn.Module):
     use_checkpoint: bool = False  # rematerialise each block in the backward pass
     bn_axis_name: Optional[str] = None
     dtype: Any = None  # computation dtype (None: float32); parameters stay float32
+    # ExDA's non-linear value (iln_jax.layers.channel_attention.NonlinearValue), for any attention:
+    # "none" | "residual" (V' = V + g(V)) | "replace" (V' = g(V)), in the levels of
+    # ``value_transform_levels``: "all" (ExDA) | "encoder" | "decoder".
+    value_transform: str = "none"
+    value_transform_levels: str = "all"
+
+    def value_transform_at(self, level: str) -> str:
+        if self.value_transform_levels not in VALUE_TRANSFORM_LEVELS:
+            raise ValueError(f"Unknown value_transform_levels {self.value_transform_levels!r}; "
+                             f"valid: {', '.join(VALUE_TRANSFORM_LEVELS)}")
+        return self.value_transform if level in VALUE_TRANSFORM_LEVELS[self.value_transform_levels] else "none"
 
     # -- per-backbone choices ------------------------------------------------------------------
     def attention(self, level: str, dim: int, heads: int) -> Optional[Callable[..., nn.Module]]:
