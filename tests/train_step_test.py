@@ -127,3 +127,33 @@ def test_mixup():
     mixed_means = {k: np.asarray(m[k]).mean(axis=(1, 2, 3)) for k in batch}
     np.testing.assert_allclose(mixed_means["lq"].sum(), means["lq"].sum(), rtol=1e-5)  # a convex mix of a permutation
     np.testing.assert_allclose(mixed_means["gt"].sum(), means["gt"].sum(), rtol=1e-5)
+
+
+# The tiny HAT's channel attention squeezes 8 channels to 2 whose ReLUs are both negative at
+# init for this seed (a dead ReLU, no gradient to its convs); 8 squeeze channels keep them alive.
+WIDE_SQUEEZE = {"model.kwargs.squeeze_factor": 1}
+
+
+@pytest.mark.parametrize("spec, overrides", [("configs/hat.py:tiny=1,norm=iln", WIDE_SQUEEZE),
+                                             ("configs/hat_mini_iln.py:tiny=1", WIDE_SQUEEZE),
+                                             ("configs/drct.py:tiny=1,norm=iln", {})])
+def test_other_backbones_train(spec, overrides):
+    """HAT (incl. the official i-LN recipe) and DRCT: every parameter gets a gradient and the
+    steps are finite."""
+    config = tiny_config(spec, **overrides)
+    model = build_model(config)
+    tx, schedule = optim.make_optimizer(config.optim)
+    p, s = config.data.patch_size, config.data.scale
+    state = DataParallel("mesh", devices=jax.devices()[:1]).init_state(
+        functools.partial(create_train_state, model, tx, seed=0, sample_shape=(1, p, p, 3), ema=True))
+    step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, loss_cfg=config.loss,
+                                     ema_decay=config.optim.ema_decay), compiler_options=fast_compile_options())
+    rng = np.random.default_rng(0)
+    batch = {"lq": rng.random((2, p, p, 3), np.float32), "gt": rng.random((2, p * s, p * s, 3), np.float32)}
+    new, metrics = step(state, batch)
+    new, metrics = step(new, batch)
+    assert int(new.step) == 2 and all(np.isfinite(float(v)) for v in metrics.values())
+    flat_before = jax.tree_util.tree_flatten_with_path(state.params)[0]
+    unchanged = [jax.tree_util.keystr(k) for (k, a), b in zip(flat_before, jax.tree.leaves(new.params))
+                 if np.array_equal(a, b)]
+    assert not unchanged, f"parameters without a gradient: {unchanged}"
