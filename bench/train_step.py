@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
     p.add_argument("--patch", type=int, default=None, help="LR patch size (default: the config's)")
     p.add_argument("--norms", default="iln,layernorm", help="comma-separated norms to time")
+    p.add_argument("--compute-dtypes", default="float32",
+                   help="comma-separated train.compute_dtype values to time (float32, bfloat16)")
     p.add_argument("--parallel", default=None, choices=("mesh", "pmap"), help="default: the config's")
     p.add_argument("--steps", type=int, default=20, help="timed steps per norm")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
@@ -100,7 +102,8 @@ def time_jax(c, steps: int, warmup: int) -> dict:
     host_batch = _batch(c)
     batch = dp.shard_batch(host_batch)
     fn = dp.compile(functools.partial(train_step, model=dp.model_for_training(model), tx=tx, schedule=schedule,
-                                      loss_cfg=c.loss, ema_decay=c.optim.ema_decay))
+                                      loss_cfg=c.loss, ema_decay=c.optim.ema_decay,
+                                      compute_dtype=c.train.compute_dtype))
     t0 = time.perf_counter()
     if dp.mode == "mesh":
         fn = fn.lower(state, batch).compile()
@@ -118,7 +121,8 @@ def time_jax(c, steps: int, warmup: int) -> dict:
         state, m = fn(state, batch)
     jax.block_until_ready((state, m))
     dt = (time.perf_counter() - t0) / steps
-    out = dict(impl="jax", norm=c.model.norm, params=param_count(state.params), compile_s=compile_s,
+    impl = "jax" if c.train.compute_dtype == "float32" else f"jax {c.train.compute_dtype}"
+    out = dict(impl=impl, norm=c.model.norm, params=param_count(state.params), compile_s=compile_s,
                ms_per_step=dt * 1e3, steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt,
                loss=float(m["loss"]))
     out["_forward"] = lambda x: np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
@@ -274,12 +278,17 @@ def main(argv=None):
     a = parse_args(argv)
     norms = [n.strip() for n in a.norms.split(",") if n.strip()]
     results, configs = [], {}
+    dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
     for norm in norms:
-        c = _config(a.config, norm, a.batch, a.patch, a.parallel)
-        configs[norm] = c
-        r = time_jax(c, a.steps, a.warmup)
-        results.append(r)
-        print(f"[bench] jax {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step", flush=True)
+        for dtype in dtypes:
+            c = _config(a.config, norm, a.batch, a.patch, a.parallel)
+            c.train.compute_dtype = dtype
+            configs.setdefault(norm, c)
+            r = time_jax(c, a.steps, a.warmup)
+            results.append(r)
+            print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",
+                  flush=True)
+        c, r = configs[norm], next(x for x in results if x["norm"] == norm)
         if a.torch_ref:
             try:
                 t = time_torch(c, Path(a.torch_ref).expanduser(), r, a.steps, a.warmup)

@@ -110,6 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.async_checkpointing = True
     c.train.progress_bar = True
     c.train.fast_compile = False        # CPU: compile the step with XLA backend optimizations off
+    c.train.compute_dtype = "float32"   # float32 | bfloat16 (mixed precision; float32 params/optimizer)
     # The paper's diagnostics (per-block E[x^2], channel entropy, max |x|) of the raw weights on the
     # first ``diagnostics_images`` training inputs, into <workdir>/diagnostics.jsonl; 0 = off.
     c.train.diagnostics_every = 1_000

@@ -157,3 +157,29 @@ def test_other_backbones_train(spec, overrides):
     unchanged = [jax.tree_util.keystr(k) for (k, a), b in zip(flat_before, jax.tree.leaves(new.params))
                  if np.array_equal(a, b)]
     assert not unchanged, f"parameters without a gradient: {unchanged}"
+
+
+@pytest.mark.parametrize("norm", ["iln", "batchnorm"])
+def test_bfloat16_mixed_precision_keeps_float32_state_and_tracks_float32(norm):
+    config = tiny_config(f"configs/swinir.py:tiny=1,norm={norm}")
+    model = build_model(config)
+    tx, schedule = optim.make_optimizer(config.optim)
+    state = DataParallel("mesh", devices=jax.devices()[:1]).init_state(
+        functools.partial(create_train_state, model, tx, seed=0, sample_shape=(1, 8, 8, 3), ema=True))
+    rng = np.random.default_rng(0)
+    batch = {"lq": rng.random((4, 8, 8, 3), np.float32), "gt": rng.random((4, 16, 16, 3), np.float32)}
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, loss_cfg=config.loss,
+                                         ema_decay=config.optim.ema_decay, compute_dtype=dtype),
+                       compiler_options=fast_compile_options())
+        results[dtype] = step(state, batch)
+    (s32, m32), (s16, m16) = results["float32"], results["bfloat16"]
+    for tree in (s16.params, s16.ema_params, s16.opt_state, s16.model_state):
+        assert all(x.dtype != jnp.bfloat16 for x in jax.tree.leaves(tree))
+    loss32, loss16 = float(m32["loss"]), float(m16["loss"])
+    assert loss16 != loss32  # the forward pass really ran in bfloat16 ...
+    assert abs(loss16 - loss32) < 0.02 * loss32  # ... and stays within its round-off of float32
+    assert float(m16["grad_norm"]) == pytest.approx(float(m32["grad_norm"]), rel=0.1)
+    with pytest.raises(ValueError, match="compute_dtype 'float16'"):
+        train_step(state, batch, model=model, tx=tx, schedule=schedule, loss_cfg=config.loss, compute_dtype="float16")

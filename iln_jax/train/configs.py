@@ -10,7 +10,7 @@ import ml_collections
 from iln_jax.layers.norms import NORMS
 from iln_jax.train.optim import OPTIMIZERS, SCHEDULES
 from iln_jax.train.parallel import MODES
-from iln_jax.train.step import PIXEL_LOSSES
+from iln_jax.train.step import COMPUTE_DTYPES, PIXEL_LOSSES
 
 EVAL_WEIGHTS = ("ema", "raw", "both")
 
@@ -44,6 +44,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     _choice(c.optim.schedule, SCHEDULES, "optim.schedule")
     _choice(c.loss.pixel, PIXEL_LOSSES, "loss.pixel")
     _choice(c.eval.weights, EVAL_WEIGHTS, "eval.weights")
+    _choice(c.train.compute_dtype, tuple(COMPUTE_DTYPES), "train.compute_dtype")
     for key in ("train.num_steps", "data.batch_size", "train.log_every", "train.checkpoint_every",
                 "train.max_to_keep"):
         section, name = key.split(".")

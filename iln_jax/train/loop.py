@@ -122,7 +122,8 @@ class _Trainer:
         ahead-of-time form expects global shapes, its call site per-process ones."""
         fn = functools.partial(train_step, model=self.parallel.model_for_training(self.model), tx=self.tx,
                                schedule=self.schedule, loss_cfg=self.config.loss,
-                               ema_decay=self.config.optim.ema_decay, mixup_cfg=self.config.get("mixing"))
+                               ema_decay=self.config.optim.ema_decay, mixup_cfg=self.config.get("mixing"),
+                               compute_dtype=self.config.train.compute_dtype)
         step_fn = self.parallel.compile(fn)
         if self.parallel.mode == "pmap":
             return step_fn, None

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from iln_jax.inference.precision import cast_floating
 from iln_jax.train.state import TrainState
 
 PIXEL_LOSSES = ("l1", "charbonnier", "l2")
@@ -58,14 +59,28 @@ def mixup(batch: dict, key: jax.Array, *, beta: float = 1.2, use_identity: bool 
     return {k: lam * v + (1.0 - lam) * v[perm] for k, v in batch.items()}
 
 
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
 def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
                schedule: optax.Schedule, loss_cfg, ema_decay: float = 0.0, mixup_cfg=None,
-               axis_name: Optional[str] = None) -> tuple[TrainState, dict]:
+               axis_name: Optional[str] = None, compute_dtype: str = "float32") -> tuple[TrainState, dict]:
     """One update on ``batch = {"lq": (B,h,w,C), "gt": (B,H,W,C)}`` (the local part under pmap).
 
     ``mixup_cfg`` (``config.mixing``) with ``mixup=True`` applies :func:`mixup` first (under pmap
     each device mixes within its own examples).
+
+    ``compute_dtype="bfloat16"``: mixed precision. The forward and backward passes run on a
+    bfloat16 copy of the parameters with the model's ``dtype`` set (norm statistics stay float32,
+    see ``iln_jax.layers.norms``); the loss, the gradients (they flow back through the cast), the
+    optimizer, the parameters and the EMA stay float32. bfloat16 has float32's range, so no loss
+    scaling is needed.
     """
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"Unknown compute_dtype {compute_dtype!r}; valid: {', '.join(COMPUTE_DTYPES)}")
+    low = COMPUTE_DTYPES[compute_dtype]
+    if low is not None:
+        model = model.clone(dtype=low)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if axis_name is not None:
         key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
@@ -75,10 +90,15 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
     mutable = list(state.model_state)
 
     def loss_fn(params):
+        if low is not None:
+            params = cast_floating(params, low)
         out = model.apply({"params": params, **state.model_state}, batch["lq"], train=True,
                           rngs={"dropout": key}, mutable=mutable or False)
         pred, new_model_state = out if mutable else (out, {})
-        return restoration_loss(pred, batch["gt"], loss_cfg), new_model_state
+        if low is not None:  # running statistics keep their float32 dtype
+            new_model_state = jax.tree.map(lambda new, old: new.astype(old.dtype), dict(new_model_state),
+                                           dict(state.model_state))
+        return restoration_loss(pred.astype(jnp.float32), batch["gt"], loss_cfg), new_model_state
 
     (loss, new_model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     if axis_name is not None:
