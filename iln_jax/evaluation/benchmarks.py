@@ -78,31 +78,29 @@ def folders(task: str, folder: str, scale: int) -> tuple[str, Optional[str]]:
     return folder, None
 
 
-def data_config(task: str, folder: str, *, scale: int = 1, noise_sigma=25, jpeg_quality=40, channels: int = 3,
-                on_bad_image: str = "error"):
-    """The ``iln_jax.data`` config that ``make_eval_set`` reads for this benchmark folder."""
+def _task_config(task: str, scale: int, noise_sigma, jpeg_quality, channels: int):
     config = data_lib.default_config()
     config.task = task
     config.scale = scale if task == "sr" else 1
     config.noise_sigma = noise_sigma
     config.jpeg_quality = jpeg_quality
     config.channels = channels
+    return config
+
+
+def data_config(task: str, folder: str, *, scale: int = 1, noise_sigma=25, jpeg_quality=40, channels: int = 3,
+                on_bad_image: str = "error"):
+    """The ``iln_jax.data`` config that ``make_eval_set`` reads for this benchmark folder."""
+    config = _task_config(task, scale, noise_sigma, jpeg_quality, channels)
     config.on_bad_image = on_bad_image
     config.eval_source = "folder"
-    target, inputs = folders(task, folder, scale)
-    config.eval_root = target
-    config.eval_lr_root = inputs
+    config.eval_root, config.eval_lr_root = folders(task, folder, scale)
     return config
 
 
 def embedded_config(task: str, *, scale: int = 1, noise_sigma=25, jpeg_quality=40, channels: int = 3):
     """The embedded held-out photos (astronaut, coffee, chelsea) with the task's degradation."""
-    config = data_lib.default_config()
-    config.task = task
-    config.scale = scale if task == "sr" else 1
-    config.noise_sigma = noise_sigma
-    config.jpeg_quality = jpeg_quality
-    config.channels = channels
+    config = _task_config(task, scale, noise_sigma, jpeg_quality, channels)
     config.eval_source = "embedded"
     return config
 
