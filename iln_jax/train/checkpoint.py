@@ -58,8 +58,7 @@ class Checkpointer:
         """Restore ``state`` (onto the shardings in ``abstract_state``) and the iterator in place."""
         step = self.latest_step() if step is None else step
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        saved = self.manager.item_metadata(step)
-        if _restorable(data_iterator) and "data" in (saved.keys() if saved is not None else ()):
+        if _restorable(data_iterator) and (self.directory / str(step) / "data").is_dir():
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], step
@@ -67,10 +66,9 @@ class Checkpointer:
     def saved_config(self, step: Optional[int] = None) -> Optional[dict]:
         """The config saved with a checkpoint (None for checkpoints without one)."""
         step = self.latest_step() if step is None else step
-        saved = self.manager.item_metadata(step)
-        if saved is None or "config" not in saved.keys():
+        if step is None or not (self.directory / str(step) / "config").is_dir():
             return None
-        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        return load_config(self.directory, step)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -135,10 +133,10 @@ def load_config(directory: str | Path, step: Optional[int] = None) -> Optional[d
     """
     directory = checkpoint_directory(directory)
     if directory.is_dir():
-        with ocp.CheckpointManager(directory) as manager:
+        # Only the config's handler: asking for every item's metadata makes Orbax warn about the others.
+        with ocp.CheckpointManager(directory, item_handlers={"config": ocp.JsonCheckpointHandler()}) as manager:
             step = manager.latest_step() if step is None else step
-            saved = manager.item_metadata(step) if step is not None else None
-            if saved is not None and "config" in saved.keys():
+            if step is not None and (directory / str(step) / "config").is_dir():
                 return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
     for path in (directory.parent / "config.json", directory / "config.json"):
         if path.is_file():
