@@ -49,8 +49,11 @@ def _run(setup, mode, devices):
         if fn is None:
             fn = dp.compile(functools.partial(step, model=dp.model_for_training(model)))
             fn = fn.lower(state, sharded).compile(fast_compile_options())
+        previous = state
         state, m = fn(state, sharded)
         losses.append(float(m["loss"]))
+        # the step donates its input state: one copy of the parameters and optimizer in memory
+        assert all(x.is_deleted() for x in jax.tree.leaves(previous.params))
     return host_tree(state), np.array(losses)
 
 

@@ -8,7 +8,8 @@
   ``B / device_count`` examples, gradients and the loss are ``pmean``-ed over all devices (of all
   processes) and the model is cloned with ``bn_axis_name="batch"`` so BatchNorm averages its
   statistics too. The state is broadcast in (``in_axes=None``) and comes back replicated
-  (``out_axes=None``), so no stacked copies of the state exist.
+  (``out_axes=None``), so no stacked copies of the state exist. Both modes donate the state: the
+  step's input state is invalid after the call (one copy of parameters + optimizer in memory).
 
 Both give the single-device result on the same global batch up to float summation order. With
 stochastic layers (dropout, drop-path) the random draws differ between the modes: under pmap each
@@ -74,7 +75,7 @@ class DataParallel:
             return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
                            out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
         pstep = jax.pmap(functools.partial(step_fn, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS,
-                         in_axes=(None, 0), out_axes=(None, None))
+                         in_axes=(None, 0), out_axes=(None, None), donate_argnums=(0,))
         return pstep
 
     def shard_batch(self, local_batch: dict) -> Any:
