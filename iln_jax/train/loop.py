@@ -322,6 +322,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                    validation={t: {k: v for k, v in s.items() if k not in ("images",)}
                                for t, s in val_scores.items()})
     summary["final_train_loss"] = last_row.get("loss")
+    if record_diagnostics is not None:
+        summary["diagnostics"] = str(workdir / analysis.DiagnosticsLog.FILENAME)
     if tr.is_main:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
         print(format_summary(summary, c), flush=True)
@@ -342,6 +344,9 @@ def format_summary(s: dict, config) -> str:
         lines.append("; ".join(speed))
     if s.get("final_train_loss") is not None:
         lines.append(f"final train loss {s['final_train_loss']:.5f}")
+    if s.get("diagnostics"):
+        lines.append(f"per-block diagnostics in {s['diagnostics']}; plots: python -m iln_jax.analysis "
+                     f"--workdir {s['workdir']} --out <dir>")
     if "baseline" in s:
         what = "Y" if config.eval.test_y_channel else "RGB"
         base_name = "bicubic" if effective_scale(config.data) > 1 else "input"
