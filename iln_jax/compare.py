@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iln_jax.convert.mapping import _module_key, leaves
+from iln_jax.convert.mapping import _module_key
 
 
 def import_object(spec: str, repo: Optional[str] = None):
@@ -108,12 +108,11 @@ def _torch_first(output):
 
 
 def generic_from_torch(module, state_dict: dict, sequences, sample_shape) -> dict:
-    """Flax variables for ``module`` from a PyTorch state_dict by the generic naming rule (strict)."""
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct(sample_shape, jnp.float32))
-    flat_shapes = {p: tuple(v.shape) for p, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes)).items()}
+    """Flax variables for ``module`` from a PyTorch state_dict by the generic naming rule (every
+    variable must be present with its shape; extra keys such as buffers are ignored)."""
+    from iln_jax.convert import template
     flat, missing, bad = {}, [], []
-    for leaf in leaves(flat_shapes, frozenset(sequences)):
-        shape = flat_shapes[(leaf.collection, *leaf.flax_path)]
+    for leaf, shape in template(module, sample_shape, sequences):
         if leaf.torch_key not in state_dict:
             missing.append(leaf.torch_key)
             continue

@@ -50,7 +50,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from iln_jax import data as data_lib  # noqa: E402
-from iln_jax import models  # noqa: E402
 from iln_jax.analysis import feature_stats, plots  # noqa: E402
 from iln_jax.analysis.report import analyze_model  # noqa: E402
 from iln_jax.evaluation import benchmarks, tasks  # noqa: E402
@@ -59,7 +58,8 @@ from iln_jax.evaluation.precision import format_report, precision_report  # noqa
 from iln_jax.inference import Restorer  # noqa: E402
 from iln_jax.train import optim  # noqa: E402
 from iln_jax.train.configs import load_config  # noqa: E402
-from iln_jax.train.state import create_train_state  # noqa: E402
+from iln_jax.train.loop import build_model  # noqa: E402
+from iln_jax.train.state import create_train_state, param_count  # noqa: E402
 from iln_jax.train.step import train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def make_config(norm: str, args):
 
 def train(norm: str, args, out: Path) -> dict:
     c = make_config(norm, args)
-    model = models.create(c.model.arch, norm=c.model.norm, **c.model.kwargs.to_dict())
+    model = build_model(c)
     tx, schedule = optim.make_optimizer(c.optim)
     state = jax.jit(functools.partial(create_train_state, model, tx, seed=c.seed,
                                       sample_shape=(1, args.patch, args.patch, 3), ema=False))()
@@ -115,7 +115,7 @@ def train(norm: str, args, out: Path) -> dict:
         batch = next(data)
         if step % args.every == 0 or step == args.steps:
             td = time.perf_counter()
-            log.write(step, diag_fn({"params": state.params, **state.model_state}, batch["lq"]))
+            log.write(step, diag_fn(state.variables("raw"), batch["lq"]))
             diag_times.append(time.perf_counter() - td)
         if step == args.steps:
             break
@@ -131,12 +131,12 @@ def train(norm: str, args, out: Path) -> dict:
     step_s = float(np.median(step_times[1:])) if len(step_times) > 1 else float("nan")
     diag_s = float(np.median(diag_times[1:])) if len(diag_times) > 1 else float("nan")
     from flax import serialization
-    variables = {"params": jax.device_get(state.params), **jax.device_get(state.model_state)}
+    variables = jax.device_get(state.variables("raw"))
     (out / "params.msgpack").write_bytes(serialization.to_bytes(variables))
     return {"model": model, "variables": variables, "losses": losses, "train_seconds": train_seconds,
             "step_seconds": step_s, "diagnostics_call_seconds": diag_s,
             "diagnostics_overhead": diag_s / (args.every * step_s),
-            "params": int(sum(x.size for x in jax.tree.leaves(state.params)))}
+            "params": param_count(state.params)}
 
 
 def measure(norm: str, run: dict, eval_set: list[dict], conv, args, out: Path) -> dict:

@@ -28,7 +28,7 @@ import functools
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax
 import jax
@@ -135,16 +135,25 @@ def _reorder(values: dict, order: list[str]) -> dict:
     return {k: values[k] for k in order}
 
 
-def make_stats_fn(model, *, level: str = "blocks") -> Callable[[dict, jax.Array], dict[str, dict[str, float]]]:
-    """Jitted ``(variables, x) -> {block: {stat: float}}`` (host floats) in forward order."""
-    jitted = jax.jit(functools.partial(block_stats, model, level=level))
+def _forward_order_cache(model, level: str) -> Callable[[dict, jax.Array], list[str]]:
+    """``names(variables, x)``: :func:`forward_order`, traced once per input shape."""
     orders: dict[tuple, list[str]] = {}
 
-    def stats_fn(variables, x):
+    def names(variables, x):
         key = tuple(jnp.shape(x))
         if key not in orders:
             orders[key] = forward_order(model, variables, x, level=level)
-        return _reorder(stats_table(jitted(variables, x)), orders[key])
+        return orders[key]
+    return names
+
+
+def make_stats_fn(model, *, level: str = "blocks") -> Callable[[dict, jax.Array], dict[str, dict[str, float]]]:
+    """Jitted ``(variables, x) -> {block: {stat: float}}`` (host floats) in forward order."""
+    jitted = jax.jit(functools.partial(block_stats, model, level=level))
+    names = _forward_order_cache(model, level)
+
+    def stats_fn(variables, x):
+        return _reorder(stats_table(jitted(variables, x)), names(variables, x))
     return stats_fn
 
 
@@ -167,14 +176,11 @@ def make_diagnostics_fn(model, *, level: str = "blocks", max_images: int = 4,
         per_block = block_stats(model, variables, lq[:max_images], level=level)
         return {f"{name}/{s}": v[s] for name, v in per_block.items() for s in stats}
 
-    orders: dict[tuple, list[str]] = {}
+    names = _forward_order_cache(model, level)
 
     def diag(variables, lq):
-        key = tuple(jnp.shape(lq))
-        if key not in orders:
-            names = forward_order(model, variables, lq[:max_images], level=level)
-            orders[key] = [f"{n}/{s}" for n in names for s in stats]
-        return _reorder(compute(variables, lq), orders[key])
+        order = [f"{n}/{s}" for n in names(variables, lq[:max_images]) for s in stats]
+        return _reorder(compute(variables, lq), order)
     return diag
 
 
@@ -238,11 +244,3 @@ def history_from_rows(rows: list[dict]) -> dict:
 def stats_table(per_block: dict[str, dict]) -> dict[str, dict[str, float]]:
     """Host floats of :func:`block_stats` output."""
     return {b: {k: float(v) for k, v in jax.device_get(s).items()} for b, s in per_block.items()}
-
-
-def max_feature_magnitude(model, variables: dict, x: jax.Array, *, level: str = "all") -> Optional[float]:
-    """The largest |feature| at any captured block/group output (fp16 overflows past 65504)."""
-    feats = capture_features(model, variables, x, level=level)
-    if not feats:
-        return None
-    return float(max(jnp.max(jnp.abs(f.astype(jnp.float32))) for f in feats.values()))

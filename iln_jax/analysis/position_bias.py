@@ -78,7 +78,8 @@ def summary(params, module=None) -> dict[str, list[dict[str, float]]]:
     return {name: head_locality(img) for name, img in position_bias_images(params, module).items()}
 
 
-def mean_locality(params, module=None) -> Optional[float]:
-    """The distance correlation averaged over every head of every table (None without tables)."""
-    values = [h["distance_corr"] for heads in summary(params, module).values() for h in heads]
+def mean_locality(locality: dict[str, list[dict[str, float]]]) -> Optional[float]:
+    """The distance correlation averaged over every head of every table of a :func:`summary`
+    (None without tables)."""
+    values = [h["distance_corr"] for heads in locality.values() for h in heads]
     return float(np.mean(values)) if values else None

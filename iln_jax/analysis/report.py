@@ -49,7 +49,7 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
     images_by_table = position_bias.position_bias_images(variables["params"], module)
     if images_by_table:
         result["position_bias"] = {k: position_bias.head_locality(v) for k, v in images_by_table.items()}
-        result["position_bias_mean_locality"] = position_bias.mean_locality(variables["params"], module)
+        result["position_bias_mean_locality"] = position_bias.mean_locality(result["position_bias"])
         plots.plot_position_bias(images_by_table, out_dir / "position_bias.png", title=label)
     try:
         align = bias_lib.bias_alignment(module, variables, x)

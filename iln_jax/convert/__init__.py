@@ -9,7 +9,6 @@ Missing, unexpected and mis-shaped keys are collected and raised together in one
 """
 from __future__ import annotations
 
-import functools
 import importlib
 from typing import Any, Optional
 
@@ -52,13 +51,20 @@ def build(arch: str, **kwargs):
     return models.create(spec.model_arch, norm=norm, **kwargs)
 
 
-def _template(spec: ArchSpec, module) -> list[tuple[Leaf, tuple[int, ...]]]:
-    x = jax.ShapeDtypeStruct(spec.example_input(module), jnp.float32)
-    shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0), x)
+def template(module, example_shape: tuple[int, ...], sequences: frozenset[str],
+             norm_names: tuple[str, str] = ("weight", "bias")) -> list[tuple[Leaf, tuple[int, ...]]]:
+    """Every variable of ``module`` (traced on an input of ``example_shape``, not run) as
+    ``(Leaf, Flax shape)``, named by the generic rule of ``iln_jax.convert.mapping``."""
+    x = jax.ShapeDtypeStruct(example_shape, jnp.float32)
+    shapes = jax.eval_shape(module.init, jax.random.key(0), x)  # every model's default is train=False
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes))
     flat_shapes = {path: tuple(v.shape) for path, v in flat.items()}
     return [(leaf, flat_shapes[(leaf.collection, *leaf.flax_path)])
-            for leaf in leaves(flat_shapes, spec.sequences, spec.norm_names)]
+            for leaf in leaves(flat_shapes, frozenset(sequences), norm_names)]
+
+
+def _template(spec: ArchSpec, module) -> list[tuple[Leaf, tuple[int, ...]]]:
+    return template(module, spec.example_input(module), spec.sequences, spec.norm_names)
 
 
 def _raise_problems(subject, arch, module, **problems):
@@ -122,4 +128,4 @@ def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
     return apply_renames(sd, spec.renames_to_torch)
 
 
-__all__ = ["ConversionError", "arch_spec", "build", "from_torch", "to_torch", "load_state_dict"]
+__all__ = ["ConversionError", "arch_spec", "build", "from_torch", "load_state_dict", "template", "to_torch"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -277,13 +277,3 @@ class Restorer:
             if self.fits(self.padded_shape(self.tile_batch, t, t, channels)):
                 return t
         raise InsufficientMemoryError(f"Even a {candidates[-1]}x{candidates[-1]} tile does not fit in memory")
-
-
-def restore_all(restorer: Restorer, images: list[np.ndarray], on_image: Optional[Callable[[int], None]] = None):
-    """Restore a list of images, calling ``on_image(i)`` after each (e.g. a progress bar)."""
-    outs = []
-    for i, img in enumerate(images):
-        outs.append(restorer.restore(img))
-        if on_image is not None:
-            on_image(i)
-    return outs

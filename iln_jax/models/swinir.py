@@ -1,7 +1,7 @@
 """SwinIR (Liang et al., 2021): residual Swin transformer blocks (RSTB) in the shared SR shell."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 
