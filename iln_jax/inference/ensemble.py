@@ -10,13 +10,15 @@ from typing import Callable
 
 import numpy as np
 
+from iln_jax.data import transforms
+
 NUM_TRANSFORMS = 8
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
-    """Transform k of an (H, W, C) image: rotate by ``k % 4`` quarter turns, then flip left-right if ``k >= 4``."""
-    out = np.rot90(img, k % 4, axes=(0, 1))
-    return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)
+    """Transform k of an (H, W, C) image, the training augmentation's (``data.transforms.dihedral``):
+    rotate by ``k % 4`` quarter turns, then flip left-right if ``k >= 4``."""
+    return transforms.dihedral([img], k)[0]
 
 
 def inverse_dihedral(img: np.ndarray, k: int) -> np.ndarray:
