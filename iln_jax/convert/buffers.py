@@ -35,6 +35,6 @@ def _check_mask_of_other_size(key, stored, want) -> Optional[str]:
     if stored.ndim != 3 or stored.shape[1:] != (n, n) or side * side != stored.shape[0]:
         return f"{key}: shape {tuple(stored.shape)} is not a (nW, {n}, {n}) mask of a square training size"
     res = side * ws
-    if not np.array_equal(stored, shifted_window_mask(res, res, ws, ws // 2)):
+    if not np.array_equal(stored, np.asarray(shifted_window_mask(res, res, ws, ws // 2))):
         return f"{key}: not the shifted-window mask of a {res}x{res} input with window {ws}"
     return None  # a mask of another training size: harmless, masks are rebuilt from the input

@@ -20,7 +20,8 @@ def drct_buffers(module) -> dict[str, np.ndarray]:
             _, _, ws, shift, _ = rdg_block_geometry(k, module.embed_dim, heads, module.gc, module.window_size,
                                                     module.img_size, module.mlp_ratio)
             if shift > 0:
-                out[f"layers.{i}.swin{k}.attn_mask"] = shifted_window_mask(module.img_size, module.img_size, ws, shift)
+                mask = shifted_window_mask(module.img_size, module.img_size, ws, shift)
+                out[f"layers.{i}.swin{k}.attn_mask"] = np.asarray(mask)
             out[f"layers.{i}.swin{k}.attn.relative_position_index"] = relative_position_index(ws)
     return out
 

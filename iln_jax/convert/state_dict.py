@@ -10,7 +10,8 @@ WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 
 
 def _is_array_like(v: Any) -> bool:
-    return isinstance(v, np.ndarray) or hasattr(v, "detach")
+    """NumPy/JAX arrays and torch tensors (without importing torch)."""
+    return hasattr(v, "shape") and (hasattr(v, "__array__") or hasattr(v, "detach"))
 
 
 def _to_numpy(v: Any) -> np.ndarray:

@@ -19,7 +19,8 @@ def swinir_buffers(module) -> dict[str, np.ndarray]:
             ws, shift = effective_window(module.img_size, module.window_size,
                                          0 if j % 2 == 0 else module.window_size // 2)
             if shift > 0:
-                out[f"{prefix}.attn_mask"] = shifted_window_mask(module.img_size, module.img_size, ws, shift)
+                mask = shifted_window_mask(module.img_size, module.img_size, ws, shift)
+                out[f"{prefix}.attn_mask"] = np.asarray(mask)
             out[f"{prefix}.attn.relative_position_index"] = relative_position_index(ws)
     return out
 

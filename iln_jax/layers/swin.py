@@ -13,20 +13,6 @@ import jax.numpy as jnp
 from iln_jax.layers.attention import WindowAttention
 from iln_jax.layers.basic import DropPath, Mlp
 from iln_jax.layers.norms import ModuleDef
-from iln_jax.layers.window import shifted_window_mask, window_partition, window_reverse
-
-
-def shifted_window_attention(attn: nn.Module, x: jnp.ndarray, window_size: int, shift_size: int):
-    """Run a window-attention module over (cyclically shifted) windows of an NHWC map."""
-    b, h, w, c = x.shape
-    mask = None
-    if shift_size > 0:
-        x = jnp.roll(x, (-shift_size, -shift_size), axis=(1, 2))
-        mask = shifted_window_mask(h, w, window_size, shift_size)
-    out = window_reverse(attn(window_partition(x, window_size), mask), window_size, h, w)
-    if shift_size > 0:
-        out = jnp.roll(out, (shift_size, shift_size), axis=(1, 2))
-    return out
 
 
 def effective_window(img_size: int, window_size: int, shift_size: int) -> tuple[int, int]:
@@ -49,12 +35,13 @@ class SwinBlock(nn.Module):
     attn_drop: float = 0.0
     drop_path: float = 0.0
     deterministic: bool = True
+    attention_impl: str = "xla"
 
     def _attention_update(self, y: jnp.ndarray) -> jnp.ndarray:
         """What the attention half adds, before the branch scale; HAT's HAB adds its CAB here."""
-        attn = WindowAttention(self.dim, self.num_heads, self.window_size, self.qkv_bias, self.qk_scale,
-                               self.attn_drop, self.drop, self.deterministic, name="attn")
-        y = shifted_window_attention(attn, y, self.window_size, self.shift_size)
+        y = WindowAttention(self.dim, self.num_heads, self.window_size, self.shift_size, self.qkv_bias,
+                            self.qk_scale, self.attn_drop, self.drop, self.deterministic, self.attention_impl,
+                            name="attn")(y)
         return DropPath(self.drop_path, self.deterministic)(y)
 
     @nn.compact

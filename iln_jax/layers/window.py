@@ -1,8 +1,10 @@
 """Window partitioning, relative-position indices and shifted-window masks (Swin/SwinIR/HAT/DRCT).
 
-Everything that depends only on static shapes is computed in NumPy at trace time, so jit sees
-constants; masks are always rebuilt from the actual (padded) input size, never from a stored
-buffer, which is why a checkpoint trained at another ``img_size`` loads and runs unchanged.
+Relative-position indices depend only on the window size and are NumPy constants. The shifted-window
+mask is built in the graph from the (padded) input size with iota arithmetic: XLA fuses it into the
+attention logits instead of embedding a per-shape constant (for a large evaluation image that would
+be hundreds of MB), and it works for symbolic sizes (``jax.export``). Masks are never taken from a
+stored buffer, which is why a checkpoint trained at another ``img_size`` loads and runs unchanged.
 """
 from __future__ import annotations
 
@@ -16,20 +18,29 @@ import numpy as np
 MASK_VALUE = -100.0
 
 
-def window_partition(x: jnp.ndarray, window_size: int) -> jnp.ndarray:
-    """(B, H, W, C) -> (B * nW, ws * ws, C), windows batch-major then row-major (as PyTorch)."""
+def to_windows(x: jnp.ndarray, window_size: int, shift_size: int = 0) -> jnp.ndarray:
+    """(B, H, W, C) -> (B, nW, ws², C): cyclically shifted by ``-shift_size``, windows row-major.
+
+    Flattening the first two axes gives the official ``window_partition`` order (batch-major).
+    """
+    if shift_size:
+        x = jnp.roll(x, (-shift_size, -shift_size), axis=(1, 2))
     b, h, w, c = x.shape
     ws = window_size
     x = x.reshape(b, h // ws, ws, w // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, c)
+    return x.reshape(b, (h // ws) * (w // ws), ws * ws, c)
 
 
-def window_reverse(windows: jnp.ndarray, window_size: int, height: int, width: int) -> jnp.ndarray:
-    """Inverse of :func:`window_partition`: (B * nW, ws * ws, C) -> (B, H, W, C)."""
+def from_windows(windows: jnp.ndarray, window_size: int, height: int, width: int,
+                 shift_size: int = 0) -> jnp.ndarray:
+    """Inverse of :func:`to_windows`: (B, nW, ws², C) -> (B, H, W, C), shifted back by ``+shift_size``."""
     ws = window_size
-    c = windows.shape[-1]
-    x = windows.reshape(-1, height // ws, width // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, height, width, c)
+    b, c = windows.shape[0], windows.shape[-1]
+    x = windows.reshape(b, height // ws, width // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, height, width, c)
+    if shift_size:
+        x = jnp.roll(x, (shift_size, shift_size), axis=(1, 2))
+    return x
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,19 +52,22 @@ def relative_position_index(window_size: int) -> np.ndarray:
     return (rel[..., 0] * (2 * ws - 1) + rel[..., 1]).astype(np.int64)
 
 
-@functools.lru_cache(maxsize=None)
-def shifted_window_mask(height: int, width: int, window_size: int, shift_size: int) -> np.ndarray:
-    """(nW, ws², ws²) additive mask for cyclically shifted windows (SwinIR's ``calculate_mask``)."""
+def shifted_window_mask(height, width, window_size: int, shift_size: int, dtype=jnp.float32) -> jnp.ndarray:
+    """(nW, ws², ws²) additive mask for cyclically shifted windows (SwinIR's ``calculate_mask``).
+
+    A shifted image splits, along each axis, into the regions ``[0, n-ws)``, ``[n-ws, n-s)`` and
+    ``[n-s, n)``; two tokens of a window may attend to each other only inside the same region of
+    both axes. Built from iotas, so ``height``/``width`` may be symbolic and nothing is a constant.
+    """
     ws, s = window_size, shift_size
-    region = np.zeros((1, height, width, 1), np.float32)
-    label = 0
-    for hs in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
-        for wsl in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
-            region[:, hs, wsl, :] = label
-            label += 1
-    windows = np.asarray(window_partition(region, ws))[..., 0]  # (nW, ws²)
-    diff = windows[:, None, :] - windows[:, :, None]
-    return np.where(diff != 0, MASK_VALUE, 0.0).astype(np.float32)
+
+    def regions(size):  # (n windows along the axis, ws): region 0/1/2 of every position
+        pos = jnp.arange(size // ws)[:, None] * ws + jnp.arange(ws)[None, :]
+        return (pos >= size - ws).astype(jnp.int32) + (pos >= size - s).astype(jnp.int32)
+
+    rows, cols = regions(height), regions(width)
+    label = (3 * rows[:, None, :, None] + cols[None, :, None, :]).reshape(-1, ws * ws)  # (nW, ws²)
+    return jnp.where(label[:, None, :] != label[:, :, None], MASK_VALUE, 0.0).astype(dtype)
 
 
 def pad_to_multiple(x: jnp.ndarray, multiple: int, mode: str) -> jnp.ndarray:
@@ -115,14 +129,14 @@ def overlapping_window_partition(x: jnp.ndarray, window_size: int, overlap_size:
 
     Equals ``nn.Unfold(wse, stride=ws, padding=(wse - ws) // 2)`` followed by HAT's rearrange: the
     border is *zero*-padded (callers pass the projected keys/values, so padded keys are 0, not a
-    projection of 0), and windows come batch-major then row-major, as :func:`window_partition`.
+    projection of 0), and windows come batch-major then row-major, as :func:`to_windows`.
     """
     b, h, w, c = x.shape
     ws, wse = window_size, overlap_size
     pad = (wse - ws) // 2
     x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    rows = (np.arange(h // ws)[:, None] * ws + np.arange(wse)[None]).reshape(-1)
-    cols = (np.arange(w // ws)[:, None] * ws + np.arange(wse)[None]).reshape(-1)
+    rows = (jnp.arange(h // ws)[:, None] * ws + jnp.arange(wse)[None]).reshape(-1)
+    cols = (jnp.arange(w // ws)[:, None] * ws + jnp.arange(wse)[None]).reshape(-1)
     x = jnp.take(jnp.take(x, rows, axis=1), cols, axis=2)  # (B, nh * wse, nw * wse, C)
     x = x.reshape(b, h // ws, wse, w // ws, wse, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, wse * wse, c)

@@ -74,7 +74,7 @@ class DRCT(SRTransformer):
     def residual_group(self, index, norm: NormSpec, drop_path, deterministic):
         block_kwargs = dict(norm=norm.branch, qkv_bias=self.qkv_bias,
                             qk_scale=self.qk_scale, drop=self.drop_rate, attn_drop=self.attn_drop_rate,
-                            deterministic=deterministic)
+                            deterministic=deterministic, attention_impl=self.attention_impl)
         rdg = nn.remat(RDG) if self.use_checkpoint else RDG
         return rdg(self.embed_dim, self.num_heads[index], self.window_size, self.img_size, self.gc,
                    self.mlp_ratio, block_kwargs, drop_path[0], name=f"layers_{index}")

@@ -23,13 +23,13 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from iln_jax.layers.attention import attend, merge_heads, relative_position_bias, split_heads
+from iln_jax.layers.attention import attend, relative_position_bias
 from iln_jax.layers.basic import Mlp, conv, dense, gelu, trunc_normal_init
 from iln_jax.layers.norms import ModuleDef, NormSpec
 from iln_jax.layers.squeeze_excitation import ChannelAttention
 from iln_jax.layers.swin import SwinBlock, effective_window
-from iln_jax.layers.window import (overlap_window_size, overlapping_relative_position_index,
-                                   overlapping_window_partition, window_partition, window_reverse)
+from iln_jax.layers.window import (from_windows, overlap_window_size, overlapping_relative_position_index,
+                                   overlapping_window_partition, to_windows)
 from iln_jax.models.sr_shell import SRTransformer, residual_conv
 
 
@@ -75,6 +75,7 @@ class OCAB(nn.Module):
     mlp_ratio: float = 2.0
     qkv_bias: bool = True
     qk_scale: Optional[float] = None
+    attention_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x):
@@ -85,12 +86,12 @@ class OCAB(nn.Module):
         b, h, w, _ = x.shape
 
         y, branch_scale = self.norm(name="norm1")(x)
-        q, k, v = jnp.split(dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(y), 3, axis=-1)
-        q = split_heads(window_partition(q, ws), heads) * scale
-        kv = overlapping_window_partition(jnp.concatenate([k, v], axis=-1), ws, wse)
-        k, v = (split_heads(t, heads) for t in jnp.split(kv, 2, axis=-1))
+        q, kv = jnp.split(dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(y), [self.dim], axis=-1)
+        q = to_windows(q, ws).reshape(b, -1, ws * ws, heads, self.dim // heads)
+        kv = overlapping_window_partition(kv, ws, wse).reshape(b, -1, wse * wse, 2, heads, self.dim // heads)
         bias = relative_position_bias(table, overlapping_relative_position_index(ws, wse))
-        out = window_reverse(merge_heads(attend(q, k, v, bias=bias)), ws, h, w)
+        out = attend(q, kv[:, :, :, 0], kv[:, :, :, 1], bias=bias, scale=scale, impl=self.attention_impl)
+        out = from_windows(out.reshape(*out.shape[:3], self.dim), ws, h, w)
         x = x + branch_scale * dense(self.dim, name="proj")(out)
 
         y, branch_scale = self.norm(name="norm2")(x)
@@ -117,7 +118,7 @@ class AttenBlocks(nn.Module):
                     **self.hab_kwargs)(x)
         kw = self.hab_kwargs
         return OCAB(self.dim, self.num_heads, self.window_size, self.overlap_ratio, kw["norm"], kw["mlp_ratio"],
-                    kw["qkv_bias"], kw["qk_scale"], name="overlap_attn")(x)
+                    kw["qkv_bias"], kw["qk_scale"], kw["attention_impl"], name="overlap_attn")(x)
 
 
 class RHAG(AttenBlocks):
@@ -152,7 +153,8 @@ class HAT(SRTransformer):
         hab_kwargs = dict(norm=norm.branch, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                           qk_scale=self.qk_scale, drop=self.drop_rate, attn_drop=self.attn_drop_rate,
                           deterministic=deterministic, compress_ratio=self.compress_ratio,
-                          squeeze_factor=self.squeeze_factor, conv_scale=self.conv_scale)
+                          squeeze_factor=self.squeeze_factor, conv_scale=self.conv_scale,
+                          attention_impl=self.attention_impl)
         rhag = nn.remat(RHAG) if self.use_checkpoint else RHAG
         return rhag(self.embed_dim, self.depths[index], self.num_heads[index], self.window_size,
                     self.overlap_ratio, self.img_size, hab_kwargs, tuple(drop_path),

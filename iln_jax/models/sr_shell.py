@@ -95,6 +95,7 @@ class SRTransformer(nn.Module):
     padding: str = "reflect"
     bn_axis_name: Optional[str] = None
     dtype: Any = None  # computation dtype (None: float32); parameters stay float32
+    attention_impl: str = "xla"  # iln_jax.layers.attention.ATTENTION_IMPLS
 
     # -- to be provided by each backbone -------------------------------------------------------
     def residual_group(self, index: int, norm: NormSpec, drop_path: list[float], deterministic: bool):

@@ -45,7 +45,8 @@ class RSTB(BasicLayer):
 class SwinIR(SRTransformer):
     def block_kwargs(self, norm: NormSpec, deterministic: bool) -> dict:
         return dict(norm=norm.branch, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, qk_scale=self.qk_scale,
-                    drop=self.drop_rate, attn_drop=self.attn_drop_rate, deterministic=deterministic)
+                    drop=self.drop_rate, attn_drop=self.attn_drop_rate, deterministic=deterministic,
+                    attention_impl=self.attention_impl)
 
     def residual_group(self, index, norm, drop_path, deterministic):
         rstb = nn.remat(RSTB) if self.use_checkpoint else RSTB
