@@ -28,7 +28,8 @@ GRAD_DIR = golden.DATA / "golden_grad"
 CONVERT_ARCH = {"SwinIR": "swinir", "HAT": "hat", "HAT_iLN": "hat_iln", "DRCT": "drct", "Restormer": "restormer"}
 NAMES = ["swinir_sr_x2_pixelshuffle", "swinir_dn_3conv", "hat_sr_x2", "hat_iln_sr_x2", "drct_sr_x2",
          "restormer_withbias"]
-MODES = {"unrolled": {}}
+MODES = {"unrolled": {}, "scanned": {"scan_layers": True}, "unrolled+remat": {"remat_policy": "block"},
+         "scanned+remat": {"scan_layers": True, "remat_policy": "dots"}}
 
 # What a faithful float32 port reaches (golden_grad/README.md): gradients ~6e-6 of max|grad|, Adam
 # steps ~2e-5 absolute where the gradient is not round-off, EMA ~3e-7; with a margin.

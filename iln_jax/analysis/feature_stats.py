@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax.models import scan_layout
+
 LEVELS = ("blocks", "groups", "all")
 STATS = ("sq_mean", "mean_sq", "entropy", "entropy_norm", "max_abs")
 DEFAULT_LOG_STATS = ("sq_mean", "entropy", "entropy_norm", "max_abs")
@@ -79,10 +81,30 @@ def _feature(output) -> jax.Array:
 
 
 def capture_features(model, variables: dict, x: jax.Array, *, level: str = "blocks") -> dict[str, jax.Array]:
-    """``{block name: output feature (B, H, W, C)}`` in forward order, from one ``model.apply``."""
+    """``{block name: output feature (B, H, W, C)}`` from one ``model.apply``.
+
+    Names are the unrolled module paths also for a ``scan_layers`` model, whose captures come
+    stacked over the scanned layers and are split here. Unrolled models give them in forward
+    order; :func:`forward_order` gives it in every case.
+    """
     _, state = model.apply(variables, x, capture_intermediates=capture_filter(level), mutable=["intermediates"])
     flat = flax.traverse_util.flatten_dict(state.get("intermediates", {}))
-    return {"/".join(path[:-1]): _feature(value) for path, value in flat.items()}
+    if not scan_layout.is_scanned(model):
+        return {"/".join(path[:-1]): _feature(value) for path, value in flat.items()}
+    out = {}
+    for module_path in _module_paths(model):
+        scanned, index = model.scan_path(module_path + ("",))
+        key = (*scanned[:-1], "__call__")
+        if key in flat:
+            feature = _feature(flat[key])
+            out["/".join(module_path)] = feature[index] if index else feature
+    return out
+
+
+def _module_paths(model) -> list[tuple[str, ...]]:
+    """Every module path of the unrolled model that holds variables (and its parents)."""
+    paths = dict.fromkeys(tuple(p[1:i]) for p in scan_layout.unrolled_paths(model) for i in range(2, len(p)))
+    return list(paths)
 
 
 def channel_energy(x: jax.Array) -> jax.Array:
@@ -123,6 +145,9 @@ def block_stats(model, variables: dict, x: jax.Array, *, level: str = "blocks") 
 def forward_order(model, variables: dict, x, *, level: str = "blocks") -> list[str]:
     """Captured module names in the order the forward pass calls them (an abstract trace, no FLOPs)."""
     names: list[str] = []
+    if scan_layout.is_scanned(model):  # the scan body is traced once: take the order unrolled
+        model = scan_layout.unrolled(model)
+        variables = jax.eval_shape(model.init, jax.random.key(0), x)
 
     def trace(v, x):
         names.extend(capture_features(model, v, x, level=level))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import models
+from iln_jax.models import scan_layout
 from iln_jax.convert.mapping import Leaf, apply_renames, leaves
 from iln_jax.convert.spec import ArchSpec
 from iln_jax.convert.state_dict import load_state_dict
@@ -64,6 +65,8 @@ def template(module, example_shape: tuple[int, ...], sequences: frozenset[str],
 
 
 def _template(spec: ArchSpec, module) -> list[tuple[Leaf, tuple[int, ...]]]:
+    """The official names are those of the unrolled model, whatever ``scan_layers`` says."""
+    module = scan_layout.unrolled(module)
     return template(module, spec.example_input(module), spec.sequences, spec.norm_names)
 
 
@@ -106,7 +109,7 @@ def from_torch(arch: str, state_dict: Any, *, param_key: Optional[str] = None, *
 
     flat = {(leaf.collection, *leaf.flax_path): jnp.asarray(leaf.from_torch(sd[key]), jnp.float32)
             for key, (leaf, _) in by_key.items()}
-    return module, flax.traverse_util.unflatten_dict(flat)
+    return module, scan_layout.to_scanned(module, flax.traverse_util.unflatten_dict(flat))
 
 
 def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
@@ -114,7 +117,7 @@ def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
     spec = arch_spec(arch)
     module = build(arch, **kwargs)
     template = _template(spec, module)
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(scan_layout.to_unrolled(module, variables)))
     wanted = {(leaf.collection, *leaf.flax_path): (leaf, shape) for leaf, shape in template}
     missing = ["/".join(p) for p in wanted if p not in flat]
     unexpected = ["/".join(p) for p in flat if p not in wanted]

@@ -51,14 +51,17 @@ def leaky_relu(x, slope: float):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (rng stream 'dropout'); identity when deterministic."""
+    """Stochastic depth per sample (rng stream 'dropout'); identity when deterministic.
 
-    rate: float = 0.0
+    ``rate`` may be a traced scalar (a scanned layer's own rate); None or a Python 0 costs nothing.
+    """
+
+    rate: Optional[float] = 0.0
     deterministic: bool = True
 
     @nn.compact
     def __call__(self, x):
-        if self.deterministic or self.rate == 0.0:
+        if self.deterministic or self.rate is None or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
             return x
         keep = 1.0 - self.rate
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)

@@ -6,7 +6,9 @@ import importlib
 
 import flax.linen as nn
 
+from iln_jax.layers.attention import ATTENTION_IMPLS  # noqa: F401
 from iln_jax.layers.norms import NORMS
+from iln_jax.models.stacking import REMAT_POLICIES  # noqa: F401
 from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # noqa: F401
 
 # arch name -> "module:Class"; imported lazily so one backbone's import cost is not everyone's.
@@ -40,6 +42,12 @@ def create(arch: str, *, norm: str = "layernorm", **kwargs) -> nn.Module:
 
     Lists are accepted where PyTorch takes lists (``depths``, ``num_heads``); they are stored as
     tuples so the module stays hashable. Unknown arguments raise, listing the valid ones.
+
+    Execution options (same function, other program): ``scan_layers=True`` scans the repeated
+    blocks and identical groups (variables stacked; ``iln_jax.models.scan_layout`` maps them to the
+    official names), ``remat_policy`` (one of ``REMAT_POLICIES``; the official
+    ``use_checkpoint=True`` means ``"block"``) recomputes blocks in the backward pass, and
+    ``attention_impl`` (``ATTENTION_IMPLS``) chooses the attention kernel.
     """
     cls = model_class(arch)
     if norm not in NORMS:

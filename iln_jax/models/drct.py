@@ -8,12 +8,15 @@ the drop-path schedule, as officially: every RDG has five blocks, all with the g
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from iln_jax.layers.basic import conv, leaky_relu
 from iln_jax.layers.norms import NormSpec
 from iln_jax.layers.swin import SwinBlock, effective_window
+from iln_jax.models import stacking
 from iln_jax.models.sr_shell import SRTransformer
 
 RDG_BLOCKS = 5
@@ -42,22 +45,23 @@ class RDG(nn.Module):
     img_size: int
     gc: int
     mlp_ratio: float
-    block_kwargs: dict
-    drop_path: float
+    block: Callable[..., nn.Module]  # SwinBlock factory (norm, dropout, remat, ...)
 
-    def _swin(self, k: int, features: list):
+    def _swin(self, k: int, features: list, rate):
         width, heads, ws, shift, mlp_ratio = rdg_block_geometry(
             k, self.dim, self.num_heads, self.gc, self.window_size, self.img_size, self.mlp_ratio)
-        block = SwinBlock(width, heads, ws, shift, mlp_ratio=mlp_ratio, drop_path=self.drop_path,
-                          name=f"swin{k}", **self.block_kwargs)
+        block = self.block(dim=width, num_heads=heads, window_size=ws, shift_size=shift, mlp_ratio=mlp_ratio,
+                           drop_path=rate, name=f"swin{k}")
         return block(jnp.concatenate(features, axis=-1))
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, rates=None):
+        rate = stacking.rate_at(rates, 0)  # every block of a group takes the group's first rate, as officially
         features = [x]
         for k in range(1, RDG_BLOCKS):
-            features.append(leaky_relu(conv(self.gc, 1, name=f"adjust{k}")(self._swin(k, features)), GROWTH_SLOPE))
-        last = conv(self.dim, 1, name=f"adjust{RDG_BLOCKS}")(self._swin(RDG_BLOCKS, features))
+            y = conv(self.gc, 1, name=f"adjust{k}")(self._swin(k, features, rate))
+            features.append(leaky_relu(y, GROWTH_SLOPE))
+        last = conv(self.dim, 1, name=f"adjust{RDG_BLOCKS}")(self._swin(RDG_BLOCKS, features, rate))
         return last * RESIDUAL_SCALE + x
 
 
@@ -71,10 +75,12 @@ class DRCT(SRTransformer):
     conv_scale: float = 0.01
     overlap_ratio: float = 0.5
 
-    def residual_group(self, index, norm: NormSpec, drop_path, deterministic):
-        block_kwargs = dict(norm=norm.branch, qkv_bias=self.qkv_bias,
-                            qk_scale=self.qk_scale, drop=self.drop_rate, attn_drop=self.attn_drop_rate,
-                            deterministic=deterministic, attention_impl=self.attention_impl)
-        rdg = nn.remat(RDG) if self.use_checkpoint else RDG
-        return rdg(self.embed_dim, self.num_heads[index], self.window_size, self.img_size, self.gc,
-                   self.mlp_ratio, block_kwargs, drop_path[0], name=f"layers_{index}")
+    def groups_are_identical(self) -> bool:
+        return len(set(self.num_heads)) == 1  # ``depths`` only counts the groups (five blocks each)
+
+    def residual_group(self, index, norm: NormSpec, deterministic, name):
+        block = self.block(SwinBlock, norm=norm.branch, qkv_bias=self.qkv_bias, qk_scale=self.qk_scale,
+                           drop=self.drop_rate, attn_drop=self.attn_drop_rate, deterministic=deterministic,
+                           attention_impl=self.attention_impl)
+        return RDG(self.embed_dim, self.num_heads[index], self.window_size, self.img_size, self.gc,
+                   self.mlp_ratio, block, name=name)

@@ -18,7 +18,7 @@ the official combinations have official checkpoints.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -27,9 +27,10 @@ from iln_jax.layers.attention import attend, relative_position_bias
 from iln_jax.layers.basic import Mlp, conv, dense, gelu, trunc_normal_init
 from iln_jax.layers.norms import ModuleDef, NormSpec
 from iln_jax.layers.squeeze_excitation import ChannelAttention
-from iln_jax.layers.swin import SwinBlock, effective_window
+from iln_jax.layers.swin import SwinBlock
 from iln_jax.layers.window import (from_windows, overlap_window_size, overlapping_relative_position_index,
                                    overlapping_window_partition, to_windows)
+from iln_jax.models import stacking
 from iln_jax.models.sr_shell import SRTransformer, residual_conv
 
 
@@ -101,36 +102,31 @@ class OCAB(nn.Module):
 class AttenBlocks(nn.Module):
     """``depth`` HABs (shift 0 and window/2 alternately), then one OCAB."""
 
-    dim: int
     depth: int
-    num_heads: int
     window_size: int
-    overlap_ratio: float
     img_size: int
-    hab_kwargs: dict
-    drop_path: Sequence[float]
+    block: Callable[..., nn.Module]  # HAB factory
+    ocab: Callable[..., nn.Module]
+    scanned: bool = False
 
     @nn.compact
-    def __call__(self, x):
-        for j in range(self.depth):
-            ws, shift = effective_window(self.img_size, self.window_size, 0 if j % 2 == 0 else self.window_size // 2)
-            x = HAB(self.dim, self.num_heads, ws, shift, drop_path=self.drop_path[j], name=f"blocks_{j}",
-                    **self.hab_kwargs)(x)
-        kw = self.hab_kwargs
-        return OCAB(self.dim, self.num_heads, self.window_size, self.overlap_ratio, kw["norm"], kw["mlp_ratio"],
-                    kw["qkv_bias"], kw["qk_scale"], kw["attention_impl"], name="overlap_attn")(x)
+    def __call__(self, x, rates=None):
+        x = stacking.alternating_blocks(self.block, x, depth=self.depth, window_size=self.window_size,
+                                        img_size=self.img_size, rates=rates, scanned=self.scanned)
+        return self.ocab(name="overlap_attn")(x)
 
 
 class RHAG(AttenBlocks):
     """Residual hybrid attention group: ``x + conv(AttenBlocks(x))`` (same fields, plus the conv)."""
 
+    dim: int = 0
     resi_connection: str = "1conv"
 
     @nn.compact
-    def __call__(self, x):
-        group = AttenBlocks(self.dim, self.depth, self.num_heads, self.window_size, self.overlap_ratio,
-                            self.img_size, self.hab_kwargs, self.drop_path, name="residual_group")
-        return x + residual_conv(group(x), self.resi_connection, self.dim, "conv")
+    def __call__(self, x, rates=None):
+        group = AttenBlocks(self.depth, self.window_size, self.img_size, self.block, self.ocab, self.scanned,
+                            name="residual_group")
+        return x + residual_conv(group(x, rates), self.resi_connection, self.dim, "conv")
 
 
 class HAT(SRTransformer):
@@ -149,13 +145,21 @@ class HAT(SRTransformer):
             raise ValueError(f"HAT needs img_size >= window_size; got {self.img_size} < {self.window_size}")
         overlap_window_size(self.window_size, self.overlap_ratio)  # raises before tracing the blocks
 
-    def residual_group(self, index, norm: NormSpec, drop_path, deterministic):
-        hab_kwargs = dict(norm=norm.branch, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
-                          qk_scale=self.qk_scale, drop=self.drop_rate, attn_drop=self.attn_drop_rate,
-                          deterministic=deterministic, compress_ratio=self.compress_ratio,
-                          squeeze_factor=self.squeeze_factor, conv_scale=self.conv_scale,
-                          attention_impl=self.attention_impl)
-        rhag = nn.remat(RHAG) if self.use_checkpoint else RHAG
-        return rhag(self.embed_dim, self.depths[index], self.num_heads[index], self.window_size,
-                    self.overlap_ratio, self.img_size, hab_kwargs, tuple(drop_path),
-                    resi_connection=self.resi_connection, name=f"layers_{index}")
+    def residual_group(self, index, norm: NormSpec, deterministic, name):
+        heads = self.num_heads[index]
+        common = dict(norm=norm.branch, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, qk_scale=self.qk_scale,
+                      attention_impl=self.attention_impl)
+        hab = self.block(HAB, dim=self.embed_dim, num_heads=heads, drop=self.drop_rate,
+                         attn_drop=self.attn_drop_rate, deterministic=deterministic,
+                         compress_ratio=self.compress_ratio, squeeze_factor=self.squeeze_factor,
+                         conv_scale=self.conv_scale, **common)
+        ocab = self.block(OCAB, dim=self.embed_dim, num_heads=heads, window_size=self.window_size,
+                          overlap_ratio=self.overlap_ratio, **common)
+        return RHAG(self.depths[index], self.window_size, self.img_size, hab, ocab, self.scan_layers,
+                    dim=self.embed_dim, resi_connection=self.resi_connection, name=name)
+
+    def block_scan_path(self, path, group):
+        if path[:1] != ("residual_group",):
+            return path, ()
+        rest, index = stacking.scanned_block_path(path[1:], self.depths[group])
+        return ("residual_group", *rest), index

@@ -29,7 +29,7 @@ The ``heads`` argument is accepted (it is in the official configs) but, as offic
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -195,6 +195,11 @@ class HINT(ChannelAttentionUNet):
     """Official fields and defaults; ``faithful`` selects the official or the corrected HMHA/QKCU."""
 
     faithful: bool = False
+
+    carries_cache: ClassVar[bool] = True
+
+    def prepare_carry(self, carry, dim):
+        return None if carry is None else pool_cache(carry, dim)  # what HMHA does first with it
 
     def level_row(self, level):
         return 1 if level == "latent" else super().level_row(level)  # official: num_blocks[1], heads[1]

@@ -8,7 +8,9 @@ over the right axes of an NHWC map.
 """
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -18,6 +20,7 @@ import numpy as np
 from iln_jax.layers.basic import conv, leaky_relu, pixel_shuffle, trunc_normal_init
 from iln_jax.layers.norms import ILN_RGB_STD, ModuleDef, NormSpec, make_norm
 from iln_jax.layers.window import pad_to_multiple
+from iln_jax.models import stacking
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by every official SR transformer
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
@@ -96,10 +99,48 @@ class SRTransformer(nn.Module):
     bn_axis_name: Optional[str] = None
     dtype: Any = None  # computation dtype (None: float32); parameters stay float32
     attention_impl: str = "xla"  # iln_jax.layers.attention.ATTENTION_IMPLS
+    scan_layers: bool = False  # scan the repeated blocks and identical groups (iln_jax.models.stacking)
+    remat_policy: str = "none"  # iln_jax.models.REMAT_POLICIES; use_checkpoint=True means "block"
 
     # -- to be provided by each backbone -------------------------------------------------------
-    def residual_group(self, index: int, norm: NormSpec, drop_path: list[float], deterministic: bool):
+    def residual_group(self, index: int, norm: NormSpec, deterministic: bool, name: str) -> nn.Module:
+        """Group ``index``: a module ``(x, drop_path_rates) -> x``. Scanned groups share the
+        definition of group 0, so it may only depend on ``index`` through what
+        :meth:`groups_are_identical` compares."""
         raise NotImplementedError("SRTransformer subclasses define residual_group")
+
+    def groups_are_identical(self) -> bool:
+        """Whether every residual group has the same structure (then they are scanned as one)."""
+        return len(set(self.depths)) == 1 and len(set(self.num_heads)) == 1
+
+    def block_scan_path(self, path: tuple[str, ...], group: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Inside a group: unrolled variable path -> (scanned path, stacked index)."""
+        return path, ()
+
+    # -------------------------------------------------------------------------------------------
+    @property
+    def effective_remat(self) -> str:
+        return stacking.remat_policy_name(self.remat_policy, self.use_checkpoint)
+
+    @property
+    def scans_groups(self) -> bool:
+        return self.scan_layers and len(self.depths) > 1 and self.groups_are_identical()
+
+    def block(self, block_cls: type, **fields):
+        """A block factory with this model's remat policy applied."""
+        return functools.partial(stacking.remat(block_cls, self.effective_remat, self.scan_layers), **fields)
+
+    def scan_path(self, path: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Where the variable at unrolled ``path`` lives with ``scan_layers``, and its index along
+        the stacked axes (``iln_jax.models.scan_layout``)."""
+        match = re.fullmatch(r"layers_(\d+)", path[0]) if self.scan_layers and path else None
+        if match is None:
+            return path, ()
+        group = int(match.group(1))
+        rest, index = self.block_scan_path(path[1:], group)
+        if self.scans_groups:
+            return ("layers", *rest), (group, *index)
+        return (path[0], *rest), index
 
     # -------------------------------------------------------------------------------------------
     def _validate(self, x):
@@ -131,8 +172,15 @@ class SRTransformer(nn.Module):
                 raise ValueError(f"ape=True needs inputs of img_size={self.img_size} after padding; got {h}x{w}")
             x = x + pos.reshape(1, h, w, c).astype(x.dtype)
         x = nn.Dropout(self.drop_rate, deterministic=deterministic)(x)
-        for i, rates in enumerate(drop_path_rates(self.depths, self.drop_path_rate)):
-            x = self.residual_group(i, norm, rates, deterministic)(x)
+        rates = drop_path_rates(self.depths, self.drop_path_rate)
+        if self.scans_groups:
+            stacked = None if not any(map(any, rates)) else jnp.asarray(rates, jnp.float32)
+            group = self.residual_group(0, norm, deterministic, name="layers")
+            x = stacking.scan(group, x, stacked, length=len(self.depths))
+        else:
+            for i, group_rates in enumerate(rates):
+                group = self.residual_group(i, norm, deterministic, name=f"layers_{i}")
+                x = group(x, stacking.as_rates(group_rates, self.scan_layers))
         return norm.outer(name="norm")(x)[0]
 
     def _reconstruct(self, body, x_in):

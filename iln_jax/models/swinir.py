@@ -1,55 +1,59 @@
 """SwinIR (Liang et al., 2021): residual Swin transformer blocks (RSTB) in the shared SR shell."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable
 
 import flax.linen as nn
 
-from iln_jax.layers.norms import NormSpec
-from iln_jax.layers.swin import SwinBlock, effective_window
+from iln_jax.layers.swin import SwinBlock
+from iln_jax.models import stacking
 from iln_jax.models.sr_shell import SRTransformer, residual_conv
 
 
 class BasicLayer(nn.Module):
     """A stack of Swin blocks, shift 0 for even and window/2 for odd blocks."""
 
-    dim: int
     depth: int
-    num_heads: int
     window_size: int
-    block_kwargs: dict
-    drop_path: Sequence[float]
     img_size: int
+    block: Callable[..., nn.Module]
+    scanned: bool = False
 
     @nn.compact
-    def __call__(self, x):
-        for j in range(self.depth):
-            ws, shift = effective_window(self.img_size, self.window_size, 0 if j % 2 == 0 else self.window_size // 2)
-            x = SwinBlock(self.dim, self.num_heads, ws, shift, drop_path=self.drop_path[j],
-                          name=f"blocks_{j}", **self.block_kwargs)(x)
-        return x
+    def __call__(self, x, rates=None):
+        return stacking.alternating_blocks(self.block, x, depth=self.depth, window_size=self.window_size,
+                                           img_size=self.img_size, rates=rates, scanned=self.scanned)
 
 
-class RSTB(BasicLayer):
+class RSTB(nn.Module):
     """Residual Swin Transformer Block: ``x + conv(blocks(x))``."""
 
+    dim: int
+    depth: int
+    window_size: int
+    img_size: int
+    block: Callable[..., nn.Module]
+    scanned: bool = False
     resi_connection: str = "1conv"
 
     @nn.compact
-    def __call__(self, x):
-        layer = BasicLayer(self.dim, self.depth, self.num_heads, self.window_size, self.block_kwargs,
-                           self.drop_path, self.img_size, name="residual_group")
-        return x + residual_conv(layer(x), self.resi_connection, self.dim, "conv")
+    def __call__(self, x, rates=None):
+        layer = BasicLayer(self.depth, self.window_size, self.img_size, self.block, self.scanned,
+                           name="residual_group")
+        return x + residual_conv(layer(x, rates), self.resi_connection, self.dim, "conv")
 
 
 class SwinIR(SRTransformer):
-    def block_kwargs(self, norm: NormSpec, deterministic: bool) -> dict:
-        return dict(norm=norm.branch, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, qk_scale=self.qk_scale,
-                    drop=self.drop_rate, attn_drop=self.attn_drop_rate, deterministic=deterministic,
-                    attention_impl=self.attention_impl)
+    def residual_group(self, index, norm, deterministic, name):
+        block = self.block(SwinBlock, dim=self.embed_dim, num_heads=self.num_heads[index], norm=norm.branch,
+                           mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, qk_scale=self.qk_scale,
+                           drop=self.drop_rate, attn_drop=self.attn_drop_rate, deterministic=deterministic,
+                           attention_impl=self.attention_impl)
+        return RSTB(self.embed_dim, self.depths[index], self.window_size, self.img_size, block, self.scan_layers,
+                    resi_connection=self.resi_connection, name=name)
 
-    def residual_group(self, index, norm, drop_path, deterministic):
-        rstb = nn.remat(RSTB) if self.use_checkpoint else RSTB
-        return rstb(self.embed_dim, self.depths[index], self.num_heads[index], self.window_size,
-                    self.block_kwargs(norm, deterministic), tuple(drop_path), self.img_size,
-                    resi_connection=self.resi_connection, name=f"layers_{index}")
+    def block_scan_path(self, path, group):
+        if path[:1] != ("residual_group",):
+            return path, ()
+        rest, index = stacking.scanned_block_path(path[1:], self.depths[group])
+        return ("residual_group", *rest), index

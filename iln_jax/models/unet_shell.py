@@ -11,7 +11,9 @@ query-key cache) is threaded through every block in forward order; Restormer's s
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+import functools
+import re
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -20,6 +22,7 @@ from iln_jax.layers.basic import conv, pixel_shuffle, pixel_unshuffle
 from iln_jax.layers.channel_attention import TransformerBlock
 from iln_jax.layers.norms import NormSpec, make_norm
 from iln_jax.layers.window import pad_to_multiple
+from iln_jax.models import stacking
 
 LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
           "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
@@ -87,7 +90,7 @@ class ChannelAttentionUNet(nn.Module):
     norm: str = "layernorm"
     norm_eps: Optional[float] = None
     padding: str = "reflect"  # to a multiple of 8, right/bottom, as the official test scripts
-    use_checkpoint: bool = False  # rematerialise each block in the backward pass
+    use_checkpoint: bool = False  # rematerialise each block in the backward pass (remat_policy "block")
     bn_axis_name: Optional[str] = None
     dtype: Any = None  # computation dtype (None: float32); parameters stay float32
     # ExDA's non-linear value (iln_jax.layers.channel_attention.NonlinearValue), for any attention:
@@ -95,6 +98,12 @@ class ChannelAttentionUNet(nn.Module):
     # ``value_transform_levels``: "all" (ExDA) | "encoder" | "decoder".
     value_transform: str = "none"
     value_transform_levels: str = "all"
+    scan_layers: bool = False  # scan the blocks of every level (iln_jax.models.stacking)
+    remat_policy: str = "none"  # iln_jax.models.REMAT_POLICIES
+
+    # Whether the blocks thread a state (HINT's cache) that the first attention block creates:
+    # scanned, that block runs on its own (the scan carry must keep one structure).
+    carries_cache: ClassVar[bool] = False
 
     def value_transform_at(self, level: str) -> str:
         if self.value_transform_levels not in VALUE_TRANSFORM_LEVELS:
@@ -123,14 +132,56 @@ class ChannelAttentionUNet(nn.Module):
             return "biasfree_layernorm"
         return self.norm
 
-    def _level(self, level: str, x, carry, norm: NormSpec):
+    def prepare_carry(self, carry, dim: int):
+        """The carry as a level of width ``dim`` takes it (HINT pools its cache to ``dim``)."""
+        return carry
+
+    def _level_geometry(self, level: str) -> tuple[int, int, int]:
         row = self.level_row(level)
         depth = self.num_refinement_blocks if level == "refinement" else self.num_blocks[row]
-        dim, heads = self.dim * LEVEL_WIDTH[level], self.heads[row]
-        block = nn.remat(TransformerBlock) if self.use_checkpoint else TransformerBlock
-        for i in range(depth):
-            x, carry = block(dim, norm.branch, self.attention(level, dim, heads), self.ffn_expansion_factor,
-                             self.bias, self.dtype, name=f"{level}_{i}")(x, carry)
+        return depth, self.dim * LEVEL_WIDTH[level], self.heads[row]
+
+    def peeled_level(self) -> Optional[str]:
+        """The level whose first block runs outside the scan: the first one with attention, when
+        the blocks carry a cache (it enters that block as None and leaves it as an array)."""
+        if not self.carries_cache:
+            return None
+        for level in LEVELS:
+            _, dim, heads = self._level_geometry(level)
+            if self.attention(level, dim, heads) is not None:
+                return level
+        return None
+
+    def scan_path(self, path: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Where the variable at unrolled ``path`` lives with ``scan_layers`` (``{level}_{i}`` ->
+        ``{level}[i]``), and its index (``iln_jax.models.scan_layout``)."""
+        match = re.fullmatch(rf"({'|'.join(LEVELS)})_(\d+)", path[0]) if self.scan_layers and path else None
+        if match is None:
+            return path, ()
+        level, i = match.group(1), int(match.group(2))
+        peel = int(level == self.peeled_level())
+        if i < peel:
+            return path, ()
+        return (level, *path[1:]), (i - peel,)
+
+    def _level(self, level: str, x, carry, norm: NormSpec):
+        depth, dim, heads = self._level_geometry(level)
+        policy = stacking.remat_policy_name(self.remat_policy, self.use_checkpoint)
+        attention = self.attention(level, dim, heads)
+        block = functools.partial(stacking.remat(TransformerBlock, policy, self.scan_layers), dim, norm.branch,
+                                  attention, self.ffn_expansion_factor, self.bias, self.dtype)
+        if not self.scan_layers:
+            for i in range(depth):
+                x, carry = block(name=f"{level}_{i}")(x, carry)
+            return x, carry
+        if attention is not None:
+            carry = self.prepare_carry(carry, dim)
+        start = int(level == self.peeled_level())
+        if start:
+            x, carry = block(name=f"{level}_0")(x, carry)
+        if depth > start:
+            x, carry = stacking.scan(block(name=level), (x, carry), length=depth - start,
+                                     call=lambda m, c, _: m(*c))
         return x, carry
 
     def _validate(self, x):

@@ -1,0 +1,166 @@
+"""scan_layers and remat_policy change how a model is traced, never what it computes.
+
+Scanned and rematerialised models give the unrolled model's outputs and gradients (<= 1e-6
+relative), their variables convert both ways (``iln_jax.models.scan_layout``), and the per-block
+diagnostics name the same blocks. Official goldens in both modes: grad_golden_test.py and the
+per-backbone tests.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iln_jax import analysis, models
+from iln_jax.models import scan_layout
+
+SR = dict(img_size=16, window_size=4, embed_dim=16, upscale=2, upsampler="pixelshuffle", mlp_ratio=2)
+CASES = {
+    # identical groups, even depth: groups and pairs scanned
+    "swinir": ("swinir", dict(SR, depths=(2, 2), num_heads=(2, 2))),
+    # odd depth (a tail block) and unequal groups (groups unrolled, pairs scanned)
+    "swinir_odd_unequal": ("swinir", dict(SR, depths=(3, 1), num_heads=(2, 4))),
+    "hat": ("hat", dict(SR, window_size=8, embed_dim=24, depths=(2, 2), num_heads=(2, 2), squeeze_factor=6)),
+    "drct": ("drct", dict(SR, window_size=8, embed_dim=24, gc=8, depths=(1, 1), num_heads=(2, 2))),
+    "restormer": ("restormer", dict(dim=8, num_blocks=(1, 2, 1, 2), num_refinement_blocks=2, heads=(1, 2, 2, 4))),
+    "hint": ("hint", dict(dim=16, num_blocks=(1, 2, 1, 2), num_refinement_blocks=2, heads=(1, 2, 2, 4))),
+}
+
+
+def _case(name, norm="iln", **options):
+    arch, kwargs = CASES[name]
+    return models.create(arch, norm=norm, **kwargs, **options)
+
+
+def _input(batch=2, side=16):
+    return jnp.asarray(np.random.default_rng(0).uniform(size=(batch, side, side, 3)), jnp.float32)
+
+
+def _loss_and_grads(module, variables, x):
+    def loss(params):
+        return jnp.mean(jnp.square(module.apply({**variables, "params": params}, x)))
+    return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+
+def _rel(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-30))
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def unrolled(request):
+    module = _case(request.param)
+    x = _input()
+    variables = jax.jit(module.init)(jax.random.key(0), x)
+    loss, grads = _loss_and_grads(module, variables, x)
+    return request.param, x, variables, loss, grads
+
+
+@pytest.mark.parametrize("options", [dict(scan_layers=True), dict(remat_policy="block"),
+                                     dict(scan_layers=True, remat_policy="dots")], ids=str)
+def test_outputs_and_gradients_equal_the_unrolled_model(unrolled, options):
+    name, x, variables, ref_loss, ref_grads = unrolled
+    module = _case(name, **options)
+    converted = scan_layout.to_scanned(module, variables)
+    loss, grads = _loss_and_grads(module, converted, x)
+    assert _rel(loss, ref_loss) <= 1e-6
+    grads = scan_layout.params_to_unrolled(module, grads)
+    assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grads))
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)))
+    assert worst <= 1e-6 * scale
+
+
+def test_layout_round_trip_is_exact_and_stacks_the_repeated_blocks(unrolled):
+    name, _, variables, _, _ = unrolled
+    module = _case(name, scan_layers=True)
+    scanned = scan_layout.to_scanned(module, variables)
+    init_shapes = jax.eval_shape(module.init, jax.random.key(0), _input())
+    assert jax.tree.map(np.shape, scanned) == jax.tree.map(np.shape, init_shapes)
+    back = scan_layout.to_unrolled(module, scanned)
+    assert jax.tree.structure(back) == jax.tree.structure(variables)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(variables)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_scanned_parameter_names():
+    params = jax.eval_shape(_case("swinir", scan_layers=True).init, jax.random.key(0), _input())["params"]
+    qkv = params["layers"]["residual_group"]["pairs"]["shifted"]["attn"]["qkv"]["kernel"]
+    assert qkv.shape == (2, 1, 16, 48)  # (groups, pairs, in, out)
+    params = jax.eval_shape(_case("swinir_odd_unequal", scan_layers=True).init, jax.random.key(0), _input())["params"]
+    assert params["layers_0"]["residual_group"]["pairs"]["unshifted"]["attn"]["qkv"]["kernel"].shape == (1, 16, 48)
+    assert params["layers_0"]["residual_group"]["tail"]["attn"]["qkv"]["kernel"].shape == (16, 48)
+    assert set(params["layers_1"]["residual_group"]) == {"tail"}  # depth 1: nothing to pair
+
+
+def test_dropout_and_drop_path_train_in_both_layouts():
+    x = _input()
+    for options in ({}, {"scan_layers": True}):
+        module = _case("swinir", **options).clone(drop_path_rate=0.5)
+        variables = module.init(jax.random.key(0), x)
+        a = module.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+        b = module.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+        assert not np.allclose(a, b)  # drop-path is live (and its rate reaches every scanned block)
+
+
+def test_batchnorm_statistics_are_stacked_and_updated():
+    module = _case("swinir", norm="batchnorm", scan_layers=True)
+    x = _input()
+    variables = module.init(jax.random.key(0), x)
+    mean = variables["batch_stats"]["layers"]["residual_group"]["pairs"]["unshifted"]["norm1"]["mean"]
+    assert mean.shape == (2, 1, 16)
+    _, updated = module.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
+    new = updated["batch_stats"]["layers"]["residual_group"]["pairs"]["unshifted"]["norm1"]["mean"]
+    assert np.all(np.abs(new - mean) > 0)
+
+
+@pytest.mark.parametrize("name", ["swinir", "hat", "restormer"])
+def test_diagnostics_name_and_measure_the_same_blocks(name):
+    x = _input()
+    flat = _case(name)
+    variables = flat.init(jax.random.key(0), x)
+    scanned = _case(name, scan_layers=True)
+    ref = analysis.make_diagnostics_fn(flat)(variables, x)
+    ours = analysis.make_diagnostics_fn(scanned)(scan_layout.to_scanned(scanned, variables), x)
+    assert list(ours) == list(ref)
+    for k in ref:
+        np.testing.assert_allclose(float(ours[k]), float(ref[k]), rtol=1e-5, err_msg=k)
+
+
+def test_remat_policies_and_the_official_alias():
+    assert set(models.REMAT_POLICIES) >= {"none", "block", "dots"}
+    module = _case("swinir", use_checkpoint=True)
+    assert module.effective_remat == "block"
+    with pytest.raises(ValueError, match="Unknown remat_policy 'everything'; valid: none, block"):
+        _case("swinir", remat_policy="everything").init(jax.random.key(0), _input())
+
+
+def test_scanned_remat_keeps_less_for_the_backward_pass():
+    module = models.create("swinir", img_size=32, window_size=8, embed_dim=32, depths=(6, 6), num_heads=(2, 2),
+                           upscale=2, upsampler="pixelshuffle", scan_layers=True)
+    x = _input(side=32)
+    params = jax.eval_shape(module.init, jax.random.key(0), x)["params"]
+
+    def temp_bytes(policy):
+        m = module.clone(remat_policy=policy)
+        f = jax.jit(jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x))))
+        return f.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    none, dots, block = temp_bytes("none"), temp_bytes("dots"), temp_bytes("block")
+    assert block < dots < none / 2
+
+
+@functools.lru_cache(maxsize=None)
+def _attention_case():
+    module = _case("hat", norm="layernorm")
+    x = _input()
+    return module, x, module.init(jax.random.key(0), x)
+
+
+def test_jax_attention_implementation_equals_xla():
+    module, x, variables = _attention_case()
+    ref = module.apply(variables, x)
+    out = module.clone(attention_impl="jax").apply(variables, x)
+    assert _rel(out, ref) <= 1e-6
+    with pytest.raises(ValueError, match="Unknown attention_impl"):
+        module.clone(attention_impl="flash").apply(variables, x)
