@@ -6,7 +6,9 @@ import importlib
 
 import flax.linen as nn
 
+from iln_jax.errors import ConfigError
 from iln_jax.layers.norms import NORMS
+from iln_jax.models.checks import check_model
 from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # noqa: F401
 
 # arch name -> "module:Class"; imported lazily so one backbone's import cost is not everyone's.
@@ -19,13 +21,17 @@ _ARCHS = {
 }
 
 
+class UnknownArgumentError(ConfigError, TypeError):
+    """A keyword argument the architecture's constructor does not have."""
+
+
 def archs() -> tuple[str, ...]:
     return tuple(_ARCHS)
 
 
 def model_class(arch: str) -> type[nn.Module]:
     if arch not in _ARCHS:
-        raise ValueError(f"Unknown arch {arch!r}; valid archs: {', '.join(_ARCHS)}")
+        raise ConfigError(f"Unknown arch {arch!r}; valid archs: {', '.join(_ARCHS)}")
     module, cls = _ARCHS[arch].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -39,17 +45,21 @@ def create(arch: str, *, norm: str = "layernorm", **kwargs) -> nn.Module:
     """Build a backbone by name with the official PyTorch constructor's keyword arguments.
 
     Lists are accepted where PyTorch takes lists (``depths``, ``num_heads``); they are stored as
-    tuples so the module stays hashable. Unknown arguments raise, listing the valid ones.
+    tuples so the module stays hashable. Unknown arguments raise, listing the valid ones; values
+    the model cannot be built with raise :class:`ConfigError` before anything is traced
+    (``iln_jax/models/checks.py``).
     """
     cls = model_class(arch)
     if norm not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
+        raise ConfigError(f"Unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
     if "norm_layer" in kwargs:
-        raise ValueError("norm_layer is PyTorch's class argument; choose a norm by name with norm=... "
+        raise ConfigError("norm_layer is PyTorch's class argument; choose a norm by name with norm=... "
                          f"(valid: {', '.join(NORMS)})")
     valid = constructor_args(arch)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"Unknown argument(s) for {arch}: {unknown}; valid: {', '.join(valid)}")
+        raise UnknownArgumentError(f"Unknown argument(s) for {arch}: {unknown}; valid: {', '.join(valid)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    return cls(norm=norm, **kwargs)
+    module = cls(norm=norm, **kwargs)
+    check_model(arch, module)
+    return module
