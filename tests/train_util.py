@@ -47,10 +47,13 @@ def worker_env(num_devices: int, cache_dir: str | None = CACHE_DIR) -> dict:
 
 def start_worker(spec: str, overrides: dict, workdir, *, num_devices: int, cache_dir=CACHE_DIR,
                  kill_at: int = 0, term_at: int = 0, coordinator: str = "", num_processes: int = 1,
-                 process_id: int = 0, dump: str = "") -> subprocess.Popen:
+                 process_id: int = 0, dump: str = "", faults: dict | None = None) -> subprocess.Popen:
+    """``faults``: the worker's fault-injection options, e.g. ``{"kill-after": 1.5, "block-at": 3}``."""
     args = [sys.executable, str(WORKER), "--config", spec, "--overrides", json.dumps(overrides),
             "--workdir", str(workdir), "--kill-at", str(kill_at), "--term-at", str(term_at),
             "--coordinator", coordinator, "--num-processes", str(num_processes), "--process-id", str(process_id), "--dump", str(dump)]
+    for name, value in (faults or {}).items():
+        args += [f"--{name}", str(value)]
     return subprocess.Popen(args, cwd=ROOT, env=worker_env(num_devices, cache_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import models
+from iln_jax.errors import CheckpointError
 from iln_jax.convert.mapping import Leaf, apply_renames, leaves
 from iln_jax.convert.spec import ArchSpec
 from iln_jax.convert.state_dict import load_state_dict
@@ -33,7 +34,7 @@ _SPECS = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """A state_dict does not fit the model; the message lists every offending key."""
 
 
