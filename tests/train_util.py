@@ -22,6 +22,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# The fault tests' uninterrupted reference (the ``reference_run`` fixture): 10 steps of the tiny
+# SwinIR. Runs compared with it may change only keys that do not change the numbers
+# (checkpointing, logging, the SIGTERM grace).
+REFERENCE_SPEC = "configs/swinir.py:tiny=1"
+REFERENCE_OVERRIDES = {"train.num_steps": 10, "eval.every": -1, "train.diagnostics_every": 0}
+
+
 def tiny_config(spec: str = "configs/swinir.py:tiny=1", **overrides):
     """A locked tiny config with dotted-key overrides (``{"train.num_steps": 4}``)."""
     from iln_jax.train import load_config

@@ -22,8 +22,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def wait_for_saves(directory: str) -> None:
+    """Until the checkpoint save in progress, if any, is committed (a test wants the next to fail)."""
+    checkpoints = Path(directory) / "checkpoints"
+    deadline = time.time() + 60
+    while time.time() < deadline and any(".orbax-checkpoint-tmp" in p.name for p in checkpoints.iterdir()):
+        time.sleep(0.05)
+
+
 def fill_disk(directory: str) -> None:
     """Write zeros into ``directory/FILLER`` until the file system is full."""
+    wait_for_saves(directory)
     block = b"\0" * (1 << 16)
     with open(os.path.join(directory, "FILLER"), "wb", buffering=0) as f:
         try:
@@ -103,6 +112,7 @@ def main():
                 fill_disk(workdir)
             if a.fsize_limit_at and step == int(a.fsize_limit_at.split(":")[0]):
                 limit = int(a.fsize_limit_at.split(":")[1])
+                wait_for_saves(workdir)
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
             if a.wait_at and step == int(a.wait_at.split(":")[0]):
                 while not os.path.exists(a.wait_at.split(":", 1)[1]):

@@ -47,7 +47,7 @@ from iln_jax import models
 from iln_jax.data.config import effective_scale
 from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
 from iln_jax.train import optim, resume
-from iln_jax.train.checkpoint import Checkpointer, storage_reason
+from iln_jax.train.checkpoint import Checkpointer, quiet_orbax_errors, storage_reason
 from iln_jax.train.configs import validate_config
 from iln_jax.train.logging import MetricWriter, Progress
 from iln_jax.train.parallel import DataParallel, fast_compile_options
@@ -231,7 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StorageError(f"cannot create the work directory {workdir}: {e.strerror or e}") from None
-    with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=config.train.get("sigterm_grace_seconds", 60.0)) as guard:
+    quiet_orbax_errors()  # failures are reported once, as this project's errors
+    grace = config.train.get("sigterm_grace_seconds", 60.0)
+    with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace) as guard:
         try:
             return _train(config, workdir, model, lock, guard, on_step)
         except OSError as e:
