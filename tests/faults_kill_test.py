@@ -1,9 +1,10 @@
 """Kill -9 at random points, SIGTERM inside a checkpoint save, SIGTERM to a blocked loop: one run
 interrupted all these ways in a row ends bit-identical to an uninterrupted one.
 
-The runs are subprocesses (tests/train_worker.py) on one work directory, checkpointing every step
-(asynchronously), so the random kills land in saves as often as between them; each restart must
-reclaim the killed run's lock and resume from its newest complete checkpoint.
+The runs are subprocesses (tests/train_worker.py) on one work directory, checkpointing every other
+step (asynchronously: a save takes about as long as a step here), so the random kills land in
+saves as often as between them; each restart must reclaim the killed run's lock and resume from
+its newest complete checkpoint.
 """
 import random
 import signal
@@ -14,7 +15,7 @@ import jax
 from iln_jax.train.checkpoint import load_state
 from train_util import REFERENCE_OVERRIDES, REFERENCE_SPEC as SPEC, assert_trees_equal, finish, start_worker
 
-OVERRIDES = {**REFERENCE_OVERRIDES, "train.checkpoint_every": 1, "train.max_to_keep": 2,
+OVERRIDES = {**REFERENCE_OVERRIDES, "train.checkpoint_every": 2, "train.max_to_keep": 2,
              "train.sigterm_grace_seconds": 3.0}
 
 
@@ -26,14 +27,14 @@ def test_interrupted_every_way_then_resumed_is_bit_identical(tmp_path, reference
     workdir = tmp_path / "run"
     devices = dict(num_devices=jax.device_count())
 
-    # 1. SIGTERM arrives inside the step-3 save: that save completes, the run stops there.
-    code, out = finish(start_worker(SPEC, OVERRIDES, workdir, faults={"term-in-save": 3}, **devices))
-    assert code == 0 and '"status": "preempted", "final_step": 3' in out, out
-    assert load_state(workdir)[1] == 3 and not (workdir / "LOCK").exists()
+    # 1. SIGTERM arrives inside the step-4 save: that save completes, the run stops there.
+    code, out = finish(start_worker(SPEC, OVERRIDES, workdir, faults={"term-in-save": 4}, **devices))
+    assert code == 0 and '"status": "preempted", "final_step": 4' in out, out
+    assert load_state(workdir)[1] == 4 and not (workdir / "LOCK").exists()
 
-    # 2. The loop blocks for ever after step 5 (a write that never returns); SIGTERM cannot be
+    # 2. The loop blocks for ever after step 6 (a write that never returns); SIGTERM cannot be
     #    honoured by saving, so after the 3 s grace the run stops with one line, lock released.
-    blocked = start_worker(SPEC, OVERRIDES, workdir, faults={"block-at": 5}, **devices)
+    blocked = start_worker(SPEC, OVERRIDES, workdir, faults={"block-at": 6}, **devices)
     for line in blocked.stdout:
         if line.startswith("BLOCKED"):
             break

@@ -75,6 +75,8 @@ class PreemptionGuard:
             self._timer.start()
 
     def _interrupt_main(self) -> None:
+        if not self._installed:  # the run ended meanwhile; SIGTERM would now kill the process
+            return
         self._overdue = True
         signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 

@@ -2,8 +2,9 @@
 
 **Resuming** its own work directory: the config saved with the checkpoint is compared with the
 new one first. Keys that change the model or what its weights mean (:data:`MODEL_KEYS`: the
-architecture, norm and every constructor argument, the task, scale, channels and degradation
-level) refuse with one line per key and what to do instead; every other change (schedule,
+architecture, norm and every constructor argument except the compute-only ones (rematerialisation),
+the task, channels, and the scale / noise level / JPEG quality of the task) refuse with one line per
+key and what to do instead; every other change (schedule,
 steps, logging, evaluation, data loading) is allowed, printed, and appended to
 ``<workdir>/config_changes.jsonl`` (``config.json`` then holds the new config). The saved state's
 tree (from its metadata) is then compared with the one this config builds, so an optimizer or
@@ -32,6 +33,10 @@ import numpy as np
 from iln_jax.errors import CheckpointError, ConfigError, ResumeConfigError
 
 MODEL_KEYS = ("model", "data.task", "data.scale", "data.channels", "data.noise_sigma", "data.jpeg_quality")
+# Model arguments that change how the forward pass is computed, not the weights.
+COMPUTE_ONLY_KEYS = ("model.kwargs.use_checkpoint", "model.kwargs.remat_policy")
+# Degradation keys that only matter for one task.
+_TASK_OF_KEY = {"data.scale": "sr", "data.noise_sigma": "dn", "data.jpeg_quality": "car"}
 CHANGES_FILE = "config_changes.jsonl"
 _ABSENT = "<absent>"
 
@@ -52,7 +57,10 @@ def config_changes(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b)) if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
 
 
-def is_model_key(key: str) -> bool:
+def is_model_key(key: str, task: Optional[str] = None) -> bool:
+    """Whether changing ``key`` changes the model or what its weights mean (for ``task``)."""
+    if key in COMPUTE_ONLY_KEYS or (task is not None and _TASK_OF_KEY.get(key, task) != task):
+        return False
     return any(key == k or key.startswith(k + ".") for k in MODEL_KEYS)
 
 
@@ -67,7 +75,8 @@ def check_resume_config(saved: Optional[dict], new: dict, *, workdir: Path,
     if saved is None:
         return []
     changes = config_changes(saved, new)
-    refused = [c for c in changes if is_model_key(c[0]) and _ABSENT not in (c[1], c[2])]
+    task = new.get("data", {}).get("task")
+    refused = [c for c in changes if is_model_key(c[0], task) and _ABSENT not in (c[1], c[2])]
     if refused:
         raise ResumeConfigError(
             f"cannot resume {workdir} (checkpoint step {step}) with a different model; changed:\n  "
@@ -153,7 +162,9 @@ def init_from_weights(spec: str, state, *, workdir: Path, config: dict):
     if jax.tree.leaves(model_state):
         model_state = _copy_onto(model_state, saved.get("model_state"), spec, "model_state")
     source_config = load_config(source, step) or {}
-    notes = [change_line(*c) for c in config_changes(source_config, config) if is_model_key(c[0])] if source_config else []
+    task = config.get("data", {}).get("task")
+    notes = [change_line(*c) for c in config_changes(source_config, config)
+             if is_model_key(c[0], task)] if source_config else []
     return state.replace(params=params, ema_params=ema, model_state=model_state), f"{source} step {step}", notes
 
 
