@@ -36,6 +36,7 @@ import logging
 import math
 import time
 from pathlib import Path
+import sys
 from typing import Callable, Optional
 
 import jax
@@ -81,10 +82,12 @@ def _config_dict(config) -> dict:
 class _Trainer:
     """The pieces of one run; ``train_and_evaluate`` wires them in order."""
 
-    def __init__(self, config, workdir: Path, model):
+    def __init__(self, config, workdir: Path, model, *, lock: WorkdirLock, guard: PreemptionGuard):
         self.config = config
         self.config_dict = _config_dict(config)
         self.workdir = workdir
+        self.lock, self.guard = lock, guard
+        self.closers: list[Callable[[], None]] = []  # run at the end, whatever happens (_close_all)
         self.is_main = jax.process_index() == 0
         self.parallel = DataParallel(config.train.parallel)
         self.phases = training_phases(config)
@@ -101,6 +104,11 @@ class _Trainer:
                                          save_every=config.train.checkpoint_every,
                                          async_save=config.train.async_checkpointing)
 
+    def say(self, message: str) -> None:
+        """Print on the main process."""
+        if self.is_main:
+            print(message, flush=True)
+
     def data_iterator(self, phase: Phase):
         """The phase's batches (its own stream: seed + phase index, see ``phases.py``)."""
         dataset = data_lib.make_train_dataset(phase.data_config(self.config.data),
@@ -109,7 +117,7 @@ class _Trainer:
                                               process_count=jax.process_count())
         return iter(dataset)
 
-    def initial_state(self, say: Callable[[str], None]):
+    def initial_state(self):
         """``(state, step, phase, data iterator, where it came from)``: restored from the newest
         complete checkpoint together with the iterator of the phase it was saved in (after the
         checks of ``resume.py``), or fresh (from ``train.init_from``'s weights if set)."""
@@ -124,7 +132,7 @@ class _Trainer:
                                                                 workdir=self.workdir, config=self.config_dict)
                 origin = f"from the weights of {source}"
                 if notes:
-                    say(f"[iln_jax] init_from: this run's model differs from {source}'s in: " + "; ".join(notes))
+                    self.say(f"[iln_jax] init_from: this run's model differs from {source}'s in: " + "; ".join(notes))
             return state, 0, phase, self.data_iterator(phase), origin
         saved = ckpt.saved_config(step)
         if saved is None and (self.workdir / "config.json").is_file():
@@ -134,13 +142,17 @@ class _Trainer:
         resume.check_state_tree(ckpt.state_metadata(step), abstract, workdir=self.workdir, step=step)
         ckpt.set_aside_broken()
         if changes:
-            say(f"[iln_jax] resuming step {step} with a changed config (logged in {resume.CHANGES_FILE}):\n  "
+            self.say(f"[iln_jax] resuming step {step} with a changed config (logged in {resume.CHANGES_FILE}):\n  "
                 + "\n  ".join(resume.change_line(*c) for c in changes))
             if self.is_main:
                 resume.log_config_changes(self.workdir, step, changes)
         phase = phase_at(self.phases, step)
         data_iter = self.data_iterator(phase)
-        state, step = ckpt.restore(abstract, data_iter, step)
+        try:
+            state, step = ckpt.restore(abstract, data_iter, step)
+        except BaseException:
+            _close(data_iter)
+            raise
         return state, step, phase, data_iter, f"resuming from step {step}"
 
     def compile_step(self, state, batch):
@@ -235,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     grace = config.train.get("sigterm_grace_seconds", 60.0)
     with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace) as guard:
         try:
-            return _train(config, workdir, model, lock, guard, on_step)
+            return _train(_Trainer(config, workdir, model, lock=lock, guard=guard), on_step)
         except OSError as e:
             error = _as_storage_error(e, workdir)
             if error is None or isinstance(e, IlnJaxError):
@@ -243,23 +255,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
             raise error from None
 
 
-def _train(c, workdir: Path, model, lock: WorkdirLock, guard: PreemptionGuard, on_step) -> dict:
+def _train(tr: _Trainer, on_step) -> dict:
     t_start = time.time()
-    tr = _Trainer(c, workdir, model)
-    say = print if tr.is_main else (lambda *a, **k: None)
-    state, start, phase, data_iter, origin = tr.initial_state(lambda msg: say(msg, flush=True))
-    closers = [lambda: _close(data_iter)]
     try:
-        return _train_loop(c, workdir, tr, state, start, phase, data_iter, origin, lock, guard, on_step,
-                           closers, t_start, say)
+        return _train_loop(tr, *tr.initial_state(), on_step=on_step, t_start=t_start)
     finally:
-        _close_all(closers)
+        _close_all(tr.closers)
 
 
 def _close_all(closers: list) -> None:
     """Run every closer (last registered first) even if some fail; re-raise the first failure
     unless an exception is already propagating."""
-    import sys
     first = None
     for close in reversed(closers):
         try:
@@ -270,17 +276,19 @@ def _close_all(closers: list) -> None:
         raise first
 
 
-def _train_loop(c, workdir: Path, tr: _Trainer, state, start: int, phase: Phase, data_iter, origin: str,
-                lock: WorkdirLock, guard: PreemptionGuard, on_step, closers: list, t_start: float, say) -> dict:
+def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin: str, *, on_step,
+                t_start: float) -> dict:
+    c, workdir, guard, closers = tr.config, tr.workdir, tr.guard, tr.closers
+    closers.append(lambda: _close(data_iter))  # reads the variable: the current phase's iterator
     if tr.is_main:
         _write_text(workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
     n_params = param_count(state.params)
-    say(f"[iln_jax] {c.name}: {c.model.arch} norm={c.model.norm} {n_params / 1e6:.3f}M params, "
-        f"{c.train.parallel} over {tr.parallel.num_devices} device(s) / {jax.process_count()} process(es), "
-        f"global batch {phase.batch_size}, {origin}", flush=True)
+    tr.say(f"[iln_jax] {c.name}: {c.model.arch} norm={c.model.norm} {n_params / 1e6:.3f}M params, "
+           f"{c.train.parallel} over {tr.parallel.num_devices} device(s) / {jax.process_count()} process(es), "
+           f"global batch {phase.batch_size}, {origin}")
     if len(tr.phases) > 1:
-        say("[iln_jax] progressive patches: " + ", ".join(
-            f"steps {p.first_step}-{p.last_step}: {p.gt_size} px x {p.batch_size}" for p in tr.phases), flush=True)
+        tr.say("[iln_jax] progressive patches: " + ", ".join(
+            f"steps {p.first_step}-{p.last_step}: {p.gt_size} px x {p.batch_size}" for p in tr.phases))
 
     checkpointer = tr.checkpointer
     terminating = False
@@ -361,7 +369,6 @@ def _train_loop(c, workdir: Path, tr: _Trainer, state, start: int, phase: Phase,
                 _close(data_iter)
                 phase = phase_at(tr.phases, step)
                 data_iter = tr.data_iterator(phase)
-                closers[0] = lambda: _close(data_iter)
                 step_fn = None
                 progress.write(f"[iln_jax] step {step}: phase {phase.index + 1}/{len(tr.phases)}, "
                                f"{phase.gt_size} px patches, batch {phase.batch_size}")
@@ -404,7 +411,7 @@ def _train_loop(c, workdir: Path, tr: _Trainer, state, start: int, phase: Phase,
             if on_step is not None:
                 on_step(step, state)
             checkpointer.check()  # a failed background save stops the run now, not an interval later
-            lock.check()
+            tr.lock.check()
             if guard.reached(step):
                 flush_pending()
                 checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=True)
