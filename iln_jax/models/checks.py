@@ -52,6 +52,11 @@ def _check_sr_transformer(arch: str, m) -> None:
         if arch != "drct" and m.embed_dim % heads:
             _fail(arch, f"num_heads[{i}]={heads} does not divide embed_dim={m.embed_dim} "
                         f"(each head gets embed_dim / num_heads channels)")
+    impl = getattr(m, "attention_impl", None)
+    if impl is not None:
+        from iln_jax.layers.attention import ATTENTION_IMPLS
+        if impl not in ATTENTION_IMPLS:
+            _fail(arch, f"Unknown attention_impl {impl!r}; valid: {', '.join(ATTENTION_IMPLS)}")
     if m.upsampler not in UPSAMPLERS:
         _fail(arch, f"Unknown upsampler {m.upsampler!r}; valid: {', '.join(repr(u) for u in UPSAMPLERS)}")
     if m.upsampler:

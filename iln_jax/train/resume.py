@@ -2,7 +2,8 @@
 
 **Resuming** its own work directory: the config saved with the checkpoint is compared with the
 new one first. Keys that change the model or what its weights mean (:data:`MODEL_KEYS`: the
-architecture, norm and every constructor argument except the compute-only ones (rematerialisation),
+architecture, norm and every constructor argument except the compute-only ones (rematerialisation,
+the attention implementation),
 the task, channels, and the scale / noise level / JPEG quality of the task) refuse with one line per
 key and what to do instead; every other change (schedule,
 steps, logging, evaluation, data loading) is allowed, printed, and appended to
@@ -34,7 +35,7 @@ from iln_jax.errors import CheckpointError, ConfigError, ResumeConfigError
 
 MODEL_KEYS = ("model", "data.task", "data.scale", "data.channels", "data.noise_sigma", "data.jpeg_quality")
 # Model arguments that change how the forward pass is computed, not the weights.
-COMPUTE_ONLY_KEYS = ("model.kwargs.use_checkpoint", "model.kwargs.remat_policy")
+COMPUTE_ONLY_KEYS = ("model.kwargs.use_checkpoint", "model.kwargs.remat_policy", "model.kwargs.attention_impl")
 # Degradation keys that only matter for one task.
 _TASK_OF_KEY = {"data.scale": "sr", "data.noise_sigma": "dn", "data.jpeg_quality": "car"}
 CHANGES_FILE = "config_changes.jsonl"
