@@ -42,7 +42,8 @@ def test_interrupted_every_way_then_resumed_is_bit_identical(tmp_path, reference
     blocked.send_signal(signal.SIGTERM)
     code, out = finish(blocked, timeout=60)
     assert code == 143 and time.monotonic() - t0 < 30, out
-    assert "[worker] error: stopped by the run could not checkpoint and stop within 3 s of SIGTERM" in out, out
+    assert ("[worker] error: SIGTERM: the run could not checkpoint and stop within 3 s "
+            "(train.sigterm_grace_seconds); stopped without saving the current step." in out), out
     assert "Traceback" not in out and not (workdir / "LOCK").exists()
 
     # 3. SIGKILL at two seeded random moments: mid-step, mid-save, wherever.

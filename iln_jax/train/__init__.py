@@ -9,6 +9,7 @@
 * :mod:`~iln_jax.train.resume` -- what a run starts from: resume checks (model changes refuse), ``init_from``
 * :mod:`~iln_jax.train.workdir_lock` -- one run per work directory
 * :mod:`~iln_jax.train.preemption` -- SIGTERM: save and stop, with a grace period
+* :mod:`~iln_jax.train.orbax_noise` -- Orbax's duplicate failure logs silenced (failures are reported once)
 * :mod:`~iln_jax.train.validate` -- full-image validation, PSNR/SSIM, PNGs
 * :mod:`~iln_jax.train.logging` -- TensorBoard, CSV/JSON metric logs, progress bar
 * :mod:`~iln_jax.train.loop` -- ``train_and_evaluate``

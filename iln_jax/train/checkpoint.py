@@ -29,8 +29,6 @@ import errno
 import json
 import logging
 import os
-import sys
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -42,9 +40,10 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from iln_jax.errors import CheckpointError, CheckpointNotFoundError, StorageError, traceback_requested
+from iln_jax.errors import CheckpointError, CheckpointNotFoundError, StorageError
 from iln_jax.train import checkpoint_integrity as integrity
 from iln_jax.train.checkpoint_integrity import CONFIG, DATA, STATE, short_reason
+from iln_jax.train.orbax_noise import quiet_orbax_errors
 from iln_jax.train.preemption import PreemptionGuard  # noqa: F401  (kept importable from here)
 
 log = logging.getLogger(__name__)
@@ -53,55 +52,6 @@ ITEMS = (STATE, DATA, CONFIG)
 CORRUPT_MARK = ".corrupt-"
 # OS errors that mean "the storage refused the write"; their text is what a user needs to see.
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
-
-
-class _QuietOrbaxErrors(logging.Filter):
-    """Drops Orbax's own error logs (tracebacks from its background threads, several per failed
-    save) and asyncio's "exception never retrieved" for the same failures: the run reports each
-    failure once, as a :class:`StorageError` or :class:`CheckpointError`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "/orbax/" in record.pathname.replace(os.sep, "/"):
-            return record.levelno >= logging.CRITICAL
-        if record.name == "asyncio" and record.exc_info and record.exc_info[2] is not None:
-            frames = traceback.extract_tb(record.exc_info[2])
-            return not any("/orbax/" in f.filename.replace(os.sep, "/") for f in frames)
-        return True
-
-
-def _is_closed_loop_callback(unraisable) -> bool:
-    """TensorStore's completion callbacks of a failed save or restore land after Orbax closed its
-    event loop; each then reports ``RuntimeError('Event loop is closed')`` as unraisable."""
-    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
-        return False
-    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
-    return any(f.name == "call_soon_threadsafe" for f in frames)
-
-
-def _install_unraisable_filter() -> None:
-    previous = sys.unraisablehook
-    if getattr(previous, "_iln_jax_filter", False):
-        return
-
-    def hook(unraisable):
-        if not _is_closed_loop_callback(unraisable):
-            previous(unraisable)
-    hook._iln_jax_filter = True
-    sys.unraisablehook = hook
-
-
-def quiet_orbax_errors() -> None:
-    """Drop Orbax's error logs (see :class:`_QuietOrbaxErrors`) and the "Event loop is closed"
-    reports of TensorStore callbacks, from now on in this process (both arrive from background
-    threads, also after the run has reported the failure and is exiting); unless the user asked
-    for details (``ILN_JAX_TRACEBACK=1``, or absl verbosity at INFO or below)."""
-    absl_logger = logging.getLogger("absl")
-    if traceback_requested() or absl_logger.getEffectiveLevel() <= logging.INFO:
-        return
-    _install_unraisable_filter()
-    for logger in (absl_logger, logging.getLogger("asyncio")):
-        if not any(isinstance(f, _QuietOrbaxErrors) for f in logger.filters):
-            logger.addFilter(_QuietOrbaxErrors())
 
 
 def _restorable(iterator) -> bool:

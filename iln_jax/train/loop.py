@@ -48,7 +48,8 @@ from iln_jax import models
 from iln_jax.data.config import effective_scale
 from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
 from iln_jax.train import optim, resume
-from iln_jax.train.checkpoint import Checkpointer, quiet_orbax_errors, storage_reason
+from iln_jax.train.checkpoint import Checkpointer, storage_reason
+from iln_jax.train.orbax_noise import quiet_orbax_errors
 from iln_jax.train.configs import validate_config
 from iln_jax.train.logging import MetricWriter, Progress
 from iln_jax.train.parallel import DataParallel, fast_compile_options

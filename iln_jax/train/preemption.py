@@ -63,10 +63,10 @@ class PreemptionGuard:
 
     def _handle(self, signum, frame):  # noqa: ARG002
         if self._event.is_set():
-            why = (f"the run could not checkpoint and stop within {self.grace_seconds:g} s of SIGTERM "
+            why = (f"SIGTERM: the run could not checkpoint and stop within {self.grace_seconds:g} s "
                    f"(train.sigterm_grace_seconds)" if self._overdue else "a second SIGTERM")
-            raise TerminatedError(f"stopped by {why}, without saving the current step; re-run the same "
-                                  f"command to resume from the newest complete checkpoint")
+            raise TerminatedError(f"{why}; stopped without saving the current step. Re-run the same command "
+                                  f"to resume from the newest complete checkpoint")
         log.warning("SIGTERM received: checkpointing after the current step, then exiting")
         self._event.set()
         if self.grace_seconds > 0:
