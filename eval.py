@@ -15,6 +15,10 @@
     # the fp16/bf16/int8/int4 table and the paper's diagnostics for the same model:
     python eval.py ... --precision-report --diagnostics
 
+Unreadable images, mis-sized pairs and images too small to measure stop with one line naming
+the file; ``--on-bad-image skip`` leaves them out and lists them. Errors are one line on stderr
+(exit status 1); ``ILN_JAX_TRACEBACK=1`` shows the traceback.
+
 Conventions (iln_jax/evaluation/tasks.py): SR PSNR/SSIM on Y with crop = scale; denoising on RGB;
 JPEG CAR and deraining on Y; RGB and Y are always both stored. Without --datasets, the embedded
 held-out photos are used. Writes ``<out>/<dataset>/{images/*.png,results.json,results.md}`` and
@@ -26,6 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from iln_jax.errors import ConfigError, run_main
 from iln_jax.evaluation import benchmarks, cli, evaluate, tasks
 from iln_jax.evaluation.evaluate import dump_json
 
@@ -42,7 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--datasets", help="comma-separated benchmark names under --data-root, or folder paths "
                                       "(default: the embedded photos)")
     g.add_argument("--crop-border", type=int, help="override the task's crop border")
-    g.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
+    g.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+                   help="an unreadable, mis-sized or too small image: stop with an error naming it (default), "
+                        "or skip it and list it")
     cli.add_inference_args(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", default="eval_results", help="output folder")
@@ -61,7 +68,7 @@ def _task_settings(args, loaded) -> dict:
     model_scale = getattr(loaded.module, "scale", 1)
     scale = args.scale or (saved.get("scale") if task == "sr" else 1) or model_scale
     if task == "sr" and scale != model_scale:
-        raise SystemExit(f"The model upscales x{model_scale} but SR x{scale} was asked for")
+        raise ConfigError(f"the model upscales x{model_scale} but SR x{scale} was asked for (--scale)")
     channels = getattr(loaded.module, "in_chans", getattr(loaded.module, "inp_channels", 3))
     return dict(task=task, scale=scale if task == "sr" else 1,
                 noise_sigma=args.noise_sigma if args.noise_sigma is not None else saved.get("noise_sigma", 25),
@@ -116,6 +123,7 @@ def main(argv=None) -> list[dict]:
           f"{conv.label}", flush=True)
     results, precision_reports, first_images = [], {}, None
     for name, eval_set in _eval_sets(args, t):
+        eval_set = evaluate.measurable(eval_set, conv, dataset=name, on_bad_image=args.on_bad_image)
         restorer.bucket = _choose_bucket(name, eval_set, restorer, args)
         result = evaluate.evaluate_dataset(restorer, eval_set, conv, dataset=name, out_dir=args.out,
                                            save_images=not args.no_images, progress=not args.no_progress,
@@ -147,9 +155,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from iln_jax.evaluation.checkpoints import CheckpointMismatchError
-    from iln_jax.inference.runner import InsufficientMemoryError
-    try:
-        sys.exit(0 if main() else 1)
-    except (CheckpointMismatchError, InsufficientMemoryError, FileNotFoundError) as e:
-        sys.exit(f"[eval] error: {e}")
+    sys.exit(run_main("eval", lambda: 0 if main() else 1))

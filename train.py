@@ -6,7 +6,13 @@
 
 The work directory (default ``runs/<config.name>``; a local or mounted file system, shared by
 all hosts) holds checkpoints, logs and images; running the same command again resumes from its
-latest checkpoint. Keys that do not exist in the config are errors.
+newest complete checkpoint, and refuses if the model changed (see ``iln_jax/train/resume.py``).
+One run at a time per work directory (``<workdir>/LOCK``). ``--init_from=runs/a[:step]`` starts
+a new run (new --workdir) from another run's weights.
+
+Errors in the config, the data or the work directory are one line on stderr (exit status 1, or
+2 for a config error); ``--verbosity=1`` or ``ILN_JAX_TRACEBACK=1`` shows the traceback. Keys
+that do not exist in the config are errors.
 
 Multi-host (one process per host): pass ``--coordinator_address=host0:1234 --num_processes=N
 --process_id=i`` (or set ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``);
@@ -14,6 +20,7 @@ on Cloud TPU pods, Slurm and other clusters JAX detects all three: pass ``--dist
 """
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -21,13 +28,14 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from iln_jax.errors import ConfigError, exit_with_error, run_main, traceback_requested
+
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # so that config files can ``from configs import common``
 
-config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "default.py"),
-                                "Config file, optionally with ':args', e.g. configs/swinir.py:task=sr,scale=2",
-                                lock_config=True)
 flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config.name>)")
+flags.DEFINE_string("init_from", None, "Start a new run from the weights of another run: <its workdir or "
+                    "checkpoints dir>[:step] (sets config key train.init_from)")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host training")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts), for multi-host training")
 flags.DEFINE_integer("process_id", None, "Index of this process, for multi-host training")
@@ -52,6 +60,89 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
         jax.distributed.initialize()
 
 
+def _unknown_key(config, dotted: str) -> str | None:
+    """Why ``dotted`` (e.g. ``train.foo``) is not a key of ``config``, naming the close ones."""
+    node, done = config, []
+    for part in dotted.split("."):
+        keys = list(node.keys()) if hasattr(node, "keys") else []
+        if part not in keys:
+            where = ".".join(done) or "the config"
+            close = difflib.get_close_matches(part, keys, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else (f"; keys of {where}: {', '.join(sorted(keys))}"
+                                                                       if keys else "")
+            return f"unknown config key {dotted!r}: {where} has no {part!r}{hint}"
+        node, done = node[part], done + [part]
+    return None
+
+
+def _innermost(error: BaseException) -> BaseException:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with every mistake (unknown config key, bad value, bad config file)
+    as one line on stderr and exit status 2."""
+    try:
+        rest = flags.FLAGS(argv)
+        flags.FLAGS.config.keys()  # the config file is loaded (and overridden) on first use
+        return rest
+    except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many types here
+        if traceback_requested():
+            raise
+        exit_with_error("train", ConfigError(_flag_error_message(e, argv)), 2)
+
+
+def _flag_error_message(error: BaseException, argv) -> str:
+    if isinstance(error, (AttributeError, KeyError)):  # an override of a key the config lacks
+        from iln_jax.train.configs import load_config
+        spec = _config_spec(argv)
+        try:
+            config = load_config(spec if spec != "configs/default.py" else str(ROOT / "configs" / "default.py"))
+        except Exception:  # noqa: BLE001 - then report the original error
+            config = None
+        for arg in argv[1:] if config is not None else ():
+            if arg.startswith("--config.") and "=" in arg:
+                found = _unknown_key(config, arg[len("--config."):].split("=", 1)[0])
+                if found:
+                    return f"{found} (from {arg})"
+    inner = _innermost(error)
+    if "Failed loading config" in str(inner) or "parsing config file" in str(error):
+        spec = "--config=" + _config_spec(argv)
+        lines = [s.strip() for s in str(inner).splitlines() if s.strip()]
+        detail = lines[-1] if "Failed loading config" in str(inner) else " ".join(str(inner).split())
+        return f"{spec}: {detail}"
+    return " ".join(str(error).split())
+
+
+def _config_spec(argv) -> str:
+    """The last ``--config=X`` / ``--config X`` of the command line."""
+    spec = "configs/default.py"
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            spec = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+    return spec
+
+
+def define_config_flag() -> None:
+    """``--config`` (ml_collections applies the ``--config.<key>`` overrides of the default config
+    already here, at definition time: a bad one is reported like the other flag errors)."""
+    try:
+        config_flags.DEFINE_config_file(
+            "config", str(ROOT / "configs" / "default.py"),
+            "Config file, optionally with ':args', e.g. configs/swinir.py:task=sr,scale=2", lock_config=True)
+    except Exception as e:  # noqa: BLE001
+        if __name__ != "__main__" or traceback_requested():
+            raise
+        exit_with_error("train", ConfigError(_flag_error_message(e, sys.argv)), 2)
+
+
+define_config_flag()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -62,10 +153,19 @@ def main(argv):
                            auto=FLAGS.distributed)
     from iln_jax.train import train_and_evaluate
     config = FLAGS.config
+    if FLAGS.init_from:
+        if config.train.init_from not in (None, FLAGS.init_from):
+            raise ConfigError(f"--init_from={FLAGS.init_from} and --config.train.init_from="
+                              f"{config.train.init_from} disagree; give one")
+        config.train.init_from = FLAGS.init_from
     workdir = FLAGS.workdir or str(Path("runs") / config.name)
     summary = train_and_evaluate(config, workdir)
     return 0 if summary["status"] in ("completed", "preempted") else 1
 
 
+def _main(argv):
+    return run_main("train", lambda: main(argv), show_traceback=flags.FLAGS["verbosity"].value >= 1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(_main, flags_parser=parse_flags)

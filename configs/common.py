@@ -115,6 +115,14 @@ def base_config() -> ml_collections.ConfigDict:
     # first ``diagnostics_images`` training inputs, into <workdir>/diagnostics.jsonl; 0 = off.
     c.train.diagnostics_every = 1_000
     c.train.diagnostics_images = 4
+    # A new run (new --workdir) that starts from another run's weights: "<workdir or its
+    # checkpoints/ dir>[:step]" (default: its newest complete checkpoint). Parameters, EMA and
+    # BatchNorm statistics are copied; optimizer, step, rng and data stream start fresh. Ignored
+    # once the new run has checkpoints of its own (re-running resumes it). train.py --init_from.
+    c.train.init_from = config_dict.placeholder(str)
+    # After a SIGTERM the run saves at the next step and exits; if it is still running this many
+    # seconds later (blocked I/O), it stops without saving. 0: wait for ever.
+    c.train.sigterm_grace_seconds = 60.0
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 20_000               # also at the last step; 0: only there; < 0: never

@@ -25,7 +25,7 @@ import numpy as np
 _MAX_VALUE = 255.0
 _SSIM_C1 = (0.01 * _MAX_VALUE) ** 2
 _SSIM_C2 = (0.03 * _MAX_VALUE) ** 2
-_SSIM_WINDOW = 11
+SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5
 
 
@@ -65,7 +65,7 @@ def ssim(img, ref, *, crop_border: int = 0, test_y_channel: bool = False) -> flo
     Equals ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=255)`` up to floating-point noise.
     """
-    img, ref = _prepare_pair_np(img, ref, crop_border, test_y_channel, min_size=_SSIM_WINDOW)
+    img, ref = _prepare_pair_np(img, ref, crop_border, test_y_channel, min_size=SSIM_WINDOW)
     per_channel = [_ssim_map_np(img[..., c], ref[..., c]).mean() for c in range(img.shape[-1])]
     return float(np.mean(per_channel))
 
@@ -91,7 +91,7 @@ def ssim_jax(img: jax.Array, ref: jax.Array, *, crop_border: int = 0, test_y_cha
     :func:`ssim` to within 2.8e-6 on Set5 x4 bicubic outputs, RGB and Y (tests/metrics_test.py
     asserts 1e-5).
     """
-    img, ref = _prepare_batch_jax(img, ref, crop_border, test_y_channel, min_size=_SSIM_WINDOW)
+    img, ref = _prepare_batch_jax(img, ref, crop_border, test_y_channel, min_size=SSIM_WINDOW)
     batch, height, width, channels = img.shape
     # One single-channel image per (image, channel): per-channel SSIM means, then their mean.
     as_planes = lambda x: x.transpose(0, 3, 1, 2).reshape(batch * channels, height, width, 1)
@@ -161,7 +161,7 @@ def _crop_and_select_channel(img, ref, crop_border, test_y_channel):
 
 def _gaussian_taps() -> np.ndarray:
     """The normalised 11-tap Gaussian of sigma 1.5 (cv2.getGaussianKernel(11, 1.5)), float64."""
-    offsets = np.arange(_SSIM_WINDOW) - _SSIM_WINDOW // 2
+    offsets = np.arange(SSIM_WINDOW) - SSIM_WINDOW // 2
     taps = np.exp(-(offsets**2) / (2 * _SSIM_SIGMA**2))
     return taps / taps.sum()
 
@@ -176,8 +176,8 @@ def _ssim_from_moments(mu_x, mu_y, var_x, var_y, cov_xy):
 def _gaussian_filter_valid_np(x: np.ndarray) -> np.ndarray:
     """Separable Gaussian correlation of an HW array over the valid region (no padding)."""
     taps = _gaussian_taps()
-    rows_out = x.shape[0] - _SSIM_WINDOW + 1
-    cols_out = x.shape[1] - _SSIM_WINDOW + 1
+    rows_out = x.shape[0] - SSIM_WINDOW + 1
+    cols_out = x.shape[1] - SSIM_WINDOW + 1
     x = sum(w * x[k : k + rows_out] for k, w in enumerate(taps))
     return sum(w * x[:, k : k + cols_out] for k, w in enumerate(taps))
 

@@ -19,3 +19,14 @@ DATA_DIR = pathlib.Path(__file__).parent / "data"
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory) -> pathlib.Path:
+    """The work directory of one uninterrupted tiny run (``train_util.REFERENCE_OVERRIDES``), the
+    reference that interrupted and resumed runs must equal bit for bit (shared by the fault tests)."""
+    from iln_jax.train import train_and_evaluate
+    from train_util import REFERENCE_OVERRIDES, REFERENCE_SPEC, tiny_config
+    workdir = tmp_path_factory.mktemp("reference")
+    train_and_evaluate(tiny_config(REFERENCE_SPEC, **REFERENCE_OVERRIDES), workdir)
+    return workdir

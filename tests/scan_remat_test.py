@@ -131,8 +131,8 @@ def test_remat_policies_and_the_official_alias():
     assert set(models.REMAT_POLICIES) >= {"none", "block", "dots"}
     module = _case("swinir", use_checkpoint=True)
     assert module.effective_remat == "block"
-    with pytest.raises(ValueError, match="Unknown remat_policy 'everything'; valid: none, block"):
-        _case("swinir", remat_policy="everything").init(jax.random.key(0), _input())
+    with pytest.raises(ValueError, match="swinir: Unknown remat_policy 'everything'; valid: none, block"):
+        _case("swinir", remat_policy="everything")
 
 
 def test_scanned_remat_keeps_less_for_the_backward_pass():
@@ -162,5 +162,7 @@ def test_jax_attention_implementation_equals_xla():
     ref = module.apply(variables, x)
     out = module.clone(attention_impl="jax").apply(variables, x)
     assert _rel(out, ref) <= 1e-6
-    with pytest.raises(ValueError, match="Unknown attention_impl"):
+    with pytest.raises(ValueError, match="Unknown attention_impl 'flash'"):
         module.clone(attention_impl="flash").apply(variables, x)
+    with pytest.raises(ValueError, match="hat: Unknown attention_impl 'flash'"):
+        _case("hat", attention_impl="flash")

@@ -22,6 +22,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# The fault tests' uninterrupted reference (the ``reference_run`` fixture): 10 steps of the tiny
+# SwinIR. Runs compared with it may change only keys that do not change the numbers
+# (checkpointing, logging, the SIGTERM grace).
+REFERENCE_SPEC = "configs/swinir.py:tiny=1"
+REFERENCE_OVERRIDES = {"train.num_steps": 10, "eval.every": -1, "train.diagnostics_every": 0}
+
+
 def tiny_config(spec: str = "configs/swinir.py:tiny=1", **overrides):
     """A locked tiny config with dotted-key overrides (``{"train.num_steps": 4}``)."""
     from iln_jax.train import load_config
@@ -47,10 +54,13 @@ def worker_env(num_devices: int, cache_dir: str | None = CACHE_DIR) -> dict:
 
 def start_worker(spec: str, overrides: dict, workdir, *, num_devices: int, cache_dir=CACHE_DIR,
                  kill_at: int = 0, term_at: int = 0, coordinator: str = "", num_processes: int = 1,
-                 process_id: int = 0, dump: str = "") -> subprocess.Popen:
+                 process_id: int = 0, dump: str = "", faults: dict | None = None) -> subprocess.Popen:
+    """``faults``: the worker's fault-injection options, e.g. ``{"kill-after": 1.5, "block-at": 3}``."""
     args = [sys.executable, str(WORKER), "--config", spec, "--overrides", json.dumps(overrides),
             "--workdir", str(workdir), "--kill-at", str(kill_at), "--term-at", str(term_at),
             "--coordinator", coordinator, "--num-processes", str(num_processes), "--process-id", str(process_id), "--dump", str(dump)]
+    for name, value in (faults or {}).items():
+        args += [f"--{name}", str(value)]
     return subprocess.Popen(args, cwd=ROOT, env=worker_env(num_devices, cache_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import models
+from iln_jax.errors import CheckpointError
 from iln_jax.models import scan_layout
 from iln_jax.convert.mapping import Leaf, apply_renames, leaves
 from iln_jax.convert.spec import ArchSpec
@@ -34,7 +35,7 @@ _SPECS = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """A state_dict does not fit the model; the message lists every offending key."""
 
 

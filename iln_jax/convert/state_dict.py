@@ -6,7 +6,16 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from iln_jax.errors import CheckpointError, CheckpointNotFoundError, one_line
+
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+
+
+class CheckpointKeyError(CheckpointError, KeyError):
+    """A ``param_key`` the file does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 def _is_array_like(v: Any) -> bool:
@@ -21,16 +30,21 @@ def _to_numpy(v: Any) -> np.ndarray:
 
 
 def _load_pth(path: str) -> Any:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    if not os.path.isfile(path):
+        raise CheckpointNotFoundError(f"Checkpoint not found: {path}")
     try:
         import torch
     except ImportError as e:  # pragma: no cover - torch is a dev/parity dependency
         raise ImportError(f"Reading {path} needs PyTorch: pip install torch==2.13.0") from e
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"Could not read {path} as a PyTorch checkpoint: the file is empty")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"Could not read {path} as a PyTorch checkpoint: {e}") from e
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, KeyError, EOFError, UnpicklingError ...
+        reason = one_line(str(e), 200).split(". ")[0] or type(e).__name__
+        if isinstance(e, (KeyError, EOFError)) or "zip archive" in reason:
+            reason = f"not a torch.save file, or damaged/truncated ({type(e).__name__}: {reason})"
+        raise CheckpointError(f"Could not read {path} as a PyTorch checkpoint: {reason}") from None
 
 
 def _describe(obj: Any) -> str:
@@ -51,18 +65,18 @@ def load_state_dict(source: Any, *, param_key: Optional[str] = None) -> dict[str
     origin = source if isinstance(source, (str, os.PathLike)) else "the given state_dict"
     obj = _load_pth(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(obj, Mapping):
-        raise ValueError(f"Expected a state_dict in {origin}; found {_describe(obj)}")
+        raise CheckpointError(f"Expected a state_dict in {origin}; found {_describe(obj)}")
     if param_key is not None:
         if param_key not in obj:
-            raise KeyError(f"{origin} has no {param_key!r} entry; top-level keys: {list(obj)[:10]}")
+            raise CheckpointKeyError(f"{origin} has no {param_key!r} entry; top-level keys: {list(obj)[:10]}")
         obj = obj[param_key]
     elif not all(_is_array_like(v) for v in obj.values()):
         wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if wrapper is None:
-            raise ValueError(f"Expected a state_dict (names -> tensors) or a wrapper with one of "
+            raise CheckpointError(f"Expected a state_dict (names -> tensors) or a wrapper with one of "
                              f"{WRAPPER_KEYS} in {origin}; found {_describe(obj)}")
         obj = obj[wrapper]
     bad = [k for k, v in obj.items() if not _is_array_like(v)]
     if bad:
-        raise ValueError(f"Entries of {origin} that are not tensors/arrays: {bad[:10]}")
+        raise CheckpointError(f"Entries of {origin} that are not tensors/arrays: {bad[:10]}")
     return {(k[len("module."):] if k.startswith("module.") else k): _to_numpy(v) for k, v in obj.items()}

@@ -63,6 +63,8 @@ import numbers
 import ml_collections
 from ml_collections import config_dict
 
+from iln_jax.errors import ConfigError
+
 TASKS = ("sr", "dn", "car", "dr")
 SR_SCALES = (2, 3, 4, 8)
 SOURCES = ("embedded", "folder", "tfds")
@@ -140,16 +142,16 @@ def level_range(value, name: str, *, low: float, high: float | None = None, inte
             isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
         lo, hi = value
     else:
-        raise ValueError(f"data config field {name!r} must be a number or [lo, hi], got {value!r}")
+        raise ConfigError(f"data config field {name!r} must be a number or [lo, hi], got {value!r}")
     kind = "an integer" if integer else "a number"
     if integer and not (float(lo).is_integer() and float(hi).is_integer()):
-        raise ValueError(f"data config field {name!r} must be {kind} or [lo, hi] of integers, got {value!r}")
+        raise ConfigError(f"data config field {name!r} must be {kind} or [lo, hi] of integers, got {value!r}")
     if not (low <= lo <= hi) or (high is not None and hi > high):
         bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"data config field {name!r} must lie in {bounds} with lo <= hi, got {value!r}")
+        raise ConfigError(f"data config field {name!r} must lie in {bounds} with lo <= hi, got {value!r}")
     return (int(lo), int(hi)) if integer else (float(lo), float(hi))
 
 
 def _require(ok: bool, field: str, value, expected: str) -> None:
     if not ok:
-        raise ValueError(f"data config field {field!r} must be {expected}, got {value!r}")
+        raise ConfigError(f"data config field {field!r} must be {expected}, got {value!r}")

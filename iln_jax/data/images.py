@@ -16,6 +16,8 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from iln_jax.errors import DataError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # BT.601 Y on 0..255 inputs (MATLAB rgb2ycbcr, BasicSR/KAIR bgr2ycbcr(y_only=True) with RGB order).
@@ -27,7 +29,7 @@ GRAY_CONVERSIONS = ("y", "luma")
 ImageData = Union[str, os.PathLike, bytes]
 
 
-class BadImageError(ValueError):
+class BadImageError(DataError):
     """An image (or LR/HR pair) that cannot be used; the message names the file(s) and the reason."""
 
 

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from iln_jax.data import images
+from iln_jax.errors import DataError, DataNotFoundError
 
 FOLDER_LAYOUTS = {
     "sr": ("root = the HR folder (e.g. DF2K/DF2K_HR_sub, DIV2K/DIV2K_train_HR, Set5/HR) of .png/.jpg "
@@ -62,12 +63,12 @@ def check_pair_sizes(gt_size: tuple[int, int], lq_size: tuple[int, int], scale: 
 def image_files(folder: str, task: str) -> list[str]:
     """The images of ``folder``; errors describe the layout ``task`` expects."""
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"data folder {folder} does not exist. Expected layout: {FOLDER_LAYOUTS[task]}")
+        raise DataNotFoundError(f"data folder {folder} does not exist. Expected layout: {FOLDER_LAYOUTS[task]}")
     files = images.list_images(folder)
     if not files:
         subdirs = sorted(e.name for e in os.scandir(folder) if e.is_dir())
         found = f"; it contains the folders {subdirs}" if subdirs else ""
-        raise ValueError(f"no images ({', '.join(images.IMAGE_EXTENSIONS)}) in {folder}{found}. "
+        raise DataError(f"no images ({', '.join(images.IMAGE_EXTENSIONS)}) in {folder}{found}. "
                          f"Expected layout: {FOLDER_LAYOUTS[task]}")
     return files
 
@@ -82,7 +83,7 @@ def pair_files(gt_files: Sequence[str], lq_files: Sequence[str], scale: int) -> 
     for path in lq_files:
         stem = _stem(path)
         if stem in by_stem:
-            raise ValueError(f"two input images share the name {stem!r}: {by_stem[stem]} and {path}")
+            raise DataError(f"two input images share the name {stem!r}: {by_stem[stem]} and {path}")
         by_stem[stem] = path
     paired, missing = [], []
     for path in gt_files:
@@ -100,7 +101,7 @@ def pair_files(gt_files: Sequence[str], lq_files: Sequence[str], scale: int) -> 
         if by_stem:
             parts.append(f"{len(by_stem)} input image(s) without a target, e.g. {_few(sorted(by_stem.values()))}")
         suffix = f" (inputs may carry an 'x{scale}' suffix)" if scale > 1 else ""
-        raise ValueError("unpaired images: " + "; ".join(parts) + f". Inputs must be named like their targets{suffix}.")
+        raise DataError("unpaired images: " + "; ".join(parts) + f". Inputs must be named like their targets{suffix}.")
     return paired
 
 
@@ -119,10 +120,10 @@ class FolderSource:
         """Build from a task's folder layout (deraining reads ``root/input`` + ``root/target``)."""
         if task == "dr" and lr_root is None:
             if not os.path.isdir(root):
-                raise FileNotFoundError(f"data folder {root} does not exist. Expected layout: {FOLDER_LAYOUTS[task]}")
+                raise DataNotFoundError(f"data folder {root} does not exist. Expected layout: {FOLDER_LAYOUTS[task]}")
             lr_root, root = os.path.join(root, "input"), os.path.join(root, "target")
             if not (os.path.isdir(root) and os.path.isdir(lr_root)):
-                raise FileNotFoundError(f"{os.path.dirname(root)} lacks input/ and target/ subfolders. "
+                raise DataNotFoundError(f"{os.path.dirname(root)} lacks input/ and target/ subfolders. "
                                         f"Expected layout: {FOLDER_LAYOUTS[task]}")
         gt_files = image_files(root, task)
         lq_files = None if lr_root is None else pair_files(gt_files, image_files(lr_root, task), scale)

@@ -27,6 +27,7 @@ from etils import epath
 from PIL import Image
 
 from iln_jax.data import images, sources
+from iln_jax.errors import DataNotFoundError
 
 # (HR folder, LR folder) alternatives, tried in this order; all pairs of the first layout whose HR
 # folders exist are used (DIV2K and Flickr2K together make DF2K).
@@ -132,7 +133,7 @@ class Rain13k(_FolderBuilder):
             target, rainy = os.path.join(root, layout, "target"), os.path.join(root, layout, "input")
             if os.path.isdir(target) and os.path.isdir(rainy):
                 return {"train": self._generate_examples(target, rainy)}
-        raise FileNotFoundError(f"no Rain13K input/ + target/ folders in {root}. {RAIN13K_INSTRUCTIONS}")
+        raise DataNotFoundError(f"no Rain13K input/ + target/ folders in {root}. {RAIN13K_INSTRUCTIONS}")
 
     def _generate_examples(self, target_dir, input_dir):
         for name, target, rainy in _checked_files(target_dir, input_dir, 1, "dr"):
@@ -153,7 +154,7 @@ def open_source(name: str, data_dir: str, *, manual_dir: Optional[str], channels
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         if manual_dir is None:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"TFDS data set {name} is not prepared in {data_dir}. Prepare it once with "
                 f"`python -m iln_jax.data.prepare_tfds {name} --manual_dir DIR --data_dir {data_dir}` "
                 f"(or set the data config's root to DIR). {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
@@ -169,7 +170,7 @@ def open_source(name: str, data_dir: str, *, manual_dir: Optional[str], channels
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
     """Write the ArrayRecord files of ``builder`` from the folders in ``manual_dir``."""
     if not os.path.isdir(manual_dir):
-        raise FileNotFoundError(f"manual_dir {manual_dir} does not exist. {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise DataNotFoundError(f"manual_dir {manual_dir} does not exist. {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
@@ -185,12 +186,12 @@ def _df2k_folders(root: str, scale: Optional[int]) -> list[tuple[str, Optional[s
             return [(hr, None) for hr, _ in found]
         missing = [lr for _, lr in found if not os.path.isdir(lr)]
         if missing:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"found the DF2K HR folder(s) {[hr for hr, _ in found]} but not the x{scale} LR folder(s) "
                 f"{missing}; make them (MATLAB bicubic) or prepare df2k/hr and make LR on the fly. {DF2K_INSTRUCTIONS}")
         return found
     present = sorted(e.name for e in os.scandir(root)) if os.path.isdir(root) else []
-    raise FileNotFoundError(f"no DF2K folders in {root} (it contains {present}). {DF2K_INSTRUCTIONS}")
+    raise DataNotFoundError(f"no DF2K folders in {root} (it contains {present}). {DF2K_INSTRUCTIONS}")
 
 
 def _checked_files(gt_dir: str, lq_dir: Optional[str], scale: int, task: str

@@ -20,6 +20,7 @@ from typing import Optional
 
 from iln_jax import data as data_lib
 from iln_jax.evaluation.tasks import BENCHMARKS
+from iln_jax.errors import DataNotFoundError
 
 _CLEAN_SUBDIRS = ("HR", "GT", "target", "gt", "hr", "clean")
 
@@ -49,8 +50,9 @@ def resolve_dataset(root: Optional[str], name_or_path: str) -> tuple[str, str]:
         if root and os.path.isdir(root):
             with os.scandir(root) as entries:
                 have = sorted(e.name for e in entries if e.is_dir())
-        raise FileNotFoundError(f"Benchmark folder {name_or_path!r} not found {where}"
-                                + (f"; it contains {have}" if have else ""))
+        shown = ", ".join(have[:12]) + (f", ... ({len(have) - 12} more)" if len(have) > 12 else "")
+        raise DataNotFoundError(f"Benchmark folder {name_or_path!r} not found {where}"
+                                + (f"; it contains {shown}" if have else ""))
     return name_or_path, found
 
 
@@ -69,7 +71,7 @@ def folders(task: str, folder: str, scale: int) -> tuple[str, Optional[str]]:
     if task == "dr":
         inp, tgt = _child(folder, "input"), _child(folder, "target")
         if inp is None or tgt is None:
-            raise FileNotFoundError(f"{folder} lacks input/ and target/ subfolders (the deraining layout)")
+            raise DataNotFoundError(f"{folder} lacks input/ and target/ subfolders (the deraining layout)")
         return tgt, inp
     for sub in _CLEAN_SUBDIRS:
         clean = _child(folder, sub)

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import models
+from iln_jax.errors import CheckpointError
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit the requested model; the message names what differs."""
 
 

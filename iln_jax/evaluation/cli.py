@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from iln_jax.errors import ConfigError
 from iln_jax.evaluation.checkpoints import LoadedModel, load_pth, load_run
 from iln_jax.inference.precision import PRECISIONS
 from iln_jax.inference.runner import DEFAULT_OVERLAP, PADDINGS
@@ -32,7 +33,7 @@ def model_kwargs(args) -> dict:
     try:
         extra = json.loads(args.kwargs)
     except json.JSONDecodeError as e:
-        raise SystemExit(f"--kwargs is not valid JSON: {e}") from None
+        raise ConfigError(f"--kwargs is not valid JSON: {e}") from None
     if args.variant:
         return models.variant_kwargs(args.variant, **extra)
     return extra
@@ -48,7 +49,7 @@ def load_model(args) -> LoadedModel:
         from iln_jax import models
         arch = models.variant_arch(args.variant)
     if arch is None:
-        raise SystemExit("--pth needs --arch (or --variant)")
+        raise ConfigError("--pth needs --arch (or --variant)")
     return load_pth(args.pth, arch, param_key=args.param_key, norm=args.norm, **kwargs)
 
 

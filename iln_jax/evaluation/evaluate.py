@@ -11,6 +11,7 @@ overflow) are counted before quantisation and set to 0 there.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ import numpy as np
 
 from iln_jax import metrics
 from iln_jax.evaluation.tasks import Convention
+from iln_jax.errors import DataError
 from iln_jax.inference.precision import nonfinite_pixels
+
+logger = logging.getLogger(__name__)
 
 
 def quantize(img: np.ndarray) -> np.ndarray:
@@ -41,6 +45,30 @@ def measure(pred_u8: np.ndarray, gt_u8: np.ndarray, conv: Convention) -> dict[st
     return out
 
 
+def measurable(eval_set: list[dict], conv: Convention, *, dataset: str, on_bad_image: str = "error") -> list[dict]:
+    """The images big enough to measure: SSIM needs an 11x11 window after the task's border crop.
+
+    A smaller image raises :class:`BadImageError` naming it, or with ``on_bad_image="skip"`` is
+    left out and listed in one warning.
+    """
+    from iln_jax.data.images import BadImageError
+    need = metrics.SSIM_WINDOW + 2 * conv.crop_border
+    keep, skipped = [], []
+    for im in eval_set:
+        h, w = im["gt"].shape[:2]
+        if h >= need and w >= need:
+            keep.append(im)
+            continue
+        problem = (f"{dataset}/{im['name']}: the target is {h}x{w}, too small to measure (PSNR/SSIM need "
+                   f"{metrics.SSIM_WINDOW}x{metrics.SSIM_WINDOW} after cropping {conv.crop_border} px per side)")
+        if on_bad_image != "skip":
+            raise BadImageError(problem)
+        skipped.append(problem)
+    if skipped:
+        logger.warning("left %d unusable image(s) out of %s:\n  %s", len(skipped), dataset, "\n  ".join(skipped))
+    return keep
+
+
 def baseline_output(lq: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB bicubic for SR, the degraded input itself otherwise."""
     from iln_jax.train.validate import baseline
@@ -57,7 +85,7 @@ def evaluate_dataset(restorer, eval_set: list[dict], conv: Convention, *, datase
                      progress: bool = True, settings: Optional[dict] = None) -> dict:
     """Restore and measure every image; write PNGs and the tables when ``out_dir`` is given."""
     if not eval_set:
-        raise ValueError(f"{dataset}: the evaluation set is empty")
+        raise DataError(f"{dataset}: the evaluation set is empty (every image was skipped?)")
     folder = Path(out_dir) / dataset if out_dir is not None else None
     if folder is not None and save_images:
         (folder / "images").mkdir(parents=True, exist_ok=True)

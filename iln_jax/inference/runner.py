@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax.errors import IlnJaxError
 from iln_jax.inference import ensemble, precision as precision_lib, tiling
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _AUTO_TILES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32, 16)
 _MEMORY_HEADROOM = 0.8
 
 
-class InsufficientMemoryError(MemoryError):
+class InsufficientMemoryError(IlnJaxError, MemoryError):
     """An image needs more memory than is available; the message says which tile size fits."""
 
 

@@ -6,8 +6,10 @@ import importlib
 
 import flax.linen as nn
 
+from iln_jax.errors import ConfigError
 from iln_jax.layers.attention import ATTENTION_IMPLS  # noqa: F401
 from iln_jax.layers.norms import NORMS
+from iln_jax.models.checks import check_model
 from iln_jax.models.stacking import REMAT_POLICIES  # noqa: F401
 from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # noqa: F401
 
@@ -21,13 +23,17 @@ _ARCHS = {
 }
 
 
+class UnknownArgumentError(ConfigError, TypeError):
+    """A keyword argument the architecture's constructor does not have."""
+
+
 def archs() -> tuple[str, ...]:
     return tuple(_ARCHS)
 
 
 def model_class(arch: str) -> type[nn.Module]:
     if arch not in _ARCHS:
-        raise ValueError(f"Unknown arch {arch!r}; valid archs: {', '.join(_ARCHS)}")
+        raise ConfigError(f"Unknown arch {arch!r}; valid archs: {', '.join(_ARCHS)}")
     module, cls = _ARCHS[arch].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -41,7 +47,9 @@ def create(arch: str, *, norm: str = "layernorm", **kwargs) -> nn.Module:
     """Build a backbone by name with the official PyTorch constructor's keyword arguments.
 
     Lists are accepted where PyTorch takes lists (``depths``, ``num_heads``); they are stored as
-    tuples so the module stays hashable. Unknown arguments raise, listing the valid ones.
+    tuples so the module stays hashable. Unknown arguments raise, listing the valid ones; values
+    the model cannot be built with raise :class:`ConfigError` before anything is traced
+    (``iln_jax/models/checks.py``).
 
     Execution options (same function, other program): ``scan_layers=True`` scans the repeated
     blocks and identical groups (variables stacked; ``iln_jax.models.scan_layout`` maps them to the
@@ -51,13 +59,15 @@ def create(arch: str, *, norm: str = "layernorm", **kwargs) -> nn.Module:
     """
     cls = model_class(arch)
     if norm not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
+        raise ConfigError(f"Unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
     if "norm_layer" in kwargs:
-        raise ValueError("norm_layer is PyTorch's class argument; choose a norm by name with norm=... "
+        raise ConfigError("norm_layer is PyTorch's class argument; choose a norm by name with norm=... "
                          f"(valid: {', '.join(NORMS)})")
     valid = constructor_args(arch)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"Unknown argument(s) for {arch}: {unknown}; valid: {', '.join(valid)}")
+        raise UnknownArgumentError(f"Unknown argument(s) for {arch}: {unknown}; valid: {', '.join(valid)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    return cls(norm=norm, **kwargs)
+    module = cls(norm=norm, **kwargs)
+    check_model(arch, module)
+    return module

@@ -11,6 +11,8 @@ The official i-LN configs also set ``stdnorm=True`` (the converter's ``hat_iln``
 """
 from __future__ import annotations
 
+from iln_jax.errors import ConfigError
+
 _SR = dict(in_chans=3, img_size=64, img_range=1.0, mlp_ratio=2, upsampler="pixelshuffle",
            resi_connection="1conv", upscale=4)
 _HAT = dict(_SR, window_size=16, conv_scale=0.01, overlap_ratio=0.5, depths=(6,) * 6, num_heads=(6,) * 6)
@@ -40,7 +42,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 def _lookup(name: str) -> tuple[str, dict]:
     if name not in VARIANTS:
-        raise ValueError(f"Unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
+        raise ConfigError(f"Unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
     return VARIANTS[name]
 
 

@@ -4,7 +4,12 @@
 * :mod:`~iln_jax.train.optim` -- Adam/AdamW, multistep / cosine-restart schedules, grad clipping
 * :mod:`~iln_jax.train.step` -- the pure ``train_step`` and the losses
 * :mod:`~iln_jax.train.parallel` -- ``mesh`` (jit on a device mesh) and ``pmap`` data parallelism
-* :mod:`~iln_jax.train.checkpoint` -- Orbax checkpoints with the data iterator and config, SIGTERM
+* :mod:`~iln_jax.train.checkpoint` -- Orbax checkpoints with the data iterator and config; failed saves
+  stop the run, damaged steps are set aside (:mod:`~iln_jax.train.checkpoint_integrity` says what counts)
+* :mod:`~iln_jax.train.resume` -- what a run starts from: resume checks (model changes refuse), ``init_from``
+* :mod:`~iln_jax.train.workdir_lock` -- one run per work directory
+* :mod:`~iln_jax.train.preemption` -- SIGTERM: save and stop, with a grace period
+* :mod:`~iln_jax.train.orbax_noise` -- Orbax's duplicate failure logs silenced (failures are reported once)
 * :mod:`~iln_jax.train.validate` -- full-image validation, PSNR/SSIM, PNGs
 * :mod:`~iln_jax.train.logging` -- TensorBoard, CSV/JSON metric logs, progress bar
 * :mod:`~iln_jax.train.loop` -- ``train_and_evaluate``

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import ml_collections
 
+from iln_jax.errors import ConfigError
 from iln_jax.layers.norms import NORMS
 from iln_jax.train.optim import OPTIMIZERS, SCHEDULES
 from iln_jax.train.parallel import MODES
@@ -33,11 +34,17 @@ def load_config(spec: str, *, lock: bool = True) -> ml_collections.ConfigDict:
 
 def _choice(value, valid, key):
     if value not in valid:
-        raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}")
+        raise ConfigError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}")
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
-    """Fail early, before anything is compiled, on values the loop cannot use."""
+    """Fail early, before anything is compiled or written, on values the loop cannot use
+    (:class:`ConfigError` naming the key)."""
+    from iln_jax.data.config import check_config
+    try:
+        check_config(c.data)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     _choice(c.model.norm, NORMS, "model.norm")
     _choice(c.train.parallel, MODES, "train.parallel")
     _choice(c.optim.optimizer, OPTIMIZERS, "optim.optimizer")
@@ -49,10 +56,15 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
                 "train.max_to_keep"):
         section, name = key.split(".")
         if int(c[section][name]) < 1:
-            raise ValueError(f"{key} must be >= 1, got {c[section][name]}")
+            raise ConfigError(f"{key} must be >= 1, got {c[section][name]}")
     for key in ("train.diagnostics_every", "train.diagnostics_images"):
         section, name = key.split(".")
         if int(c[section][name]) < 0:
-            raise ValueError(f"{key} must be >= 0, got {c[section][name]}")
+            raise ConfigError(f"{key} must be >= 0, got {c[section][name]}")
     if not 0.0 <= c.optim.ema_decay < 1.0:
-        raise ValueError(f"optim.ema_decay must be in [0, 1), got {c.optim.ema_decay}")
+        raise ConfigError(f"optim.ema_decay must be in [0, 1), got {c.optim.ema_decay}")
+    if c.train.get("sigterm_grace_seconds", 0) < 0:
+        raise ConfigError(f"train.sigterm_grace_seconds must be >= 0, got {c.train.sigterm_grace_seconds}")
+    if c.train.get("init_from"):
+        from iln_jax.train.resume import parse_init_from
+        parse_init_from(c.train.init_from)

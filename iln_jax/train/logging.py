@@ -9,17 +9,25 @@ Only process 0 writes. Layout under the work directory::
 
 When a run resumes from step k, rows and events after step k (written by the killed run) are
 dropped, so the files read as one uninterrupted run.
+
+Everything is written synchronously from the calling thread and flushed at every call, so a
+failing write (a full disk, a lost mount) raises :class:`StorageError` naming the file at once.
+(tensorboardX's ``SummaryWriter`` writes from a thread through a bounded queue; when that thread
+dies on a full disk, the next ``add_*`` blocks forever.)
 """
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
+
+from iln_jax.errors import StorageError
 
 SPLITS = ("train", "val")
 
@@ -29,7 +37,62 @@ def _finite_or_str(v):
     return v if math.isfinite(v) else str(v)
 
 
+def storage_errors(describe: Callable[..., str]):
+    """Decorator: an ``OSError`` of the wrapped write becomes a :class:`StorageError` whose
+    message starts with ``describe(self, *args)`` (which names the file)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except OSError as e:
+                if isinstance(e, StorageError):
+                    raise
+                where = e.filename or describe(self, *args)
+                raise StorageError(f"cannot write {where}: {e.strerror or e}; stopping") from None
+        return inner
+    return wrap
+
+
+class EventFile:
+    """A TensorBoard event file written synchronously (``add_scalar``, ``add_image``, ``flush``).
+
+    A first event at ``purge_step`` tells TensorBoard to hide the events at and after that step
+    from earlier files, as ``SummaryWriter(purge_step=...)`` does.
+    """
+
+    def __init__(self, logdir: Path, *, purge_step: Optional[int] = None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        logdir.mkdir(parents=True, exist_ok=True)
+        self._event = Event
+        self._writer = EventsWriter(str(logdir / "events"))
+        self.path = self._writer._file_name
+        if purge_step is not None:
+            self._writer.write_event(Event(step=purge_step, wall_time=time.time(),
+                                           session_log=SessionLog(status=SessionLog.START)))
+
+    def _add(self, summary, step: int) -> None:
+        self._writer.write_event(self._event(summary=summary, step=int(step), wall_time=time.time()))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboardX.summary import scalar
+        self._add(scalar(tag, value), step)
+
+    def add_image(self, tag: str, img: np.ndarray, step: int) -> None:
+        from tensorboardX.summary import image
+        self._add(image(tag, img, dataformats="HWC"), step)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class MetricWriter:
+    @storage_errors(lambda self, workdir, **kw: f"the metric logs in {workdir}")
     def __init__(self, workdir: str | Path, *, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         self.workdir = Path(workdir)
@@ -40,12 +103,12 @@ class MetricWriter:
         for split in SPLITS:
             _truncate_csv(self._csv_path(split), resume_step)
         _truncate_jsonl(self.workdir / "metrics.jsonl", resume_step)
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(str(self.workdir / "tb"), purge_step=resume_step + 1)
+        self._tb = EventFile(self.workdir / "tb", purge_step=resume_step + 1)
 
     def _csv_path(self, split: str) -> Path:
         return self.workdir / f"metrics_{split}.csv"
 
+    @storage_errors(lambda self, *a: f"the metric logs in {self.workdir}")
     def write_scalars(self, step: int, scalars: dict, split: str = "train") -> None:
         if not self.enabled:
             return
@@ -53,24 +116,31 @@ class MetricWriter:
         for k, v in row.items():
             if isinstance(v, float):
                 self._tb.add_scalar(f"{split}/{k}", v, step)
+        self._tb.flush()
         _append_csv(self._csv_path(split), {"step": step, **row})
         with open(self.workdir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"split": split, "step": step, "time": time.time(), **row}) + "\n")
 
+    @storage_errors(lambda self, *a: self._tb.path)
     def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
         """uint8 HWC images into TensorBoard."""
         if self.enabled:
             for name, img in images.items():
-                self._tb.add_image(f"val/{name}", img, step, dataformats="HWC")
+                self._tb.add_image(f"val/{name}", img, step)
+            self._tb.flush()
 
     def flush(self) -> None:
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
+        """Close the event file; never raises (a failed final flush was reported by the write)."""
         if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+            tb, self._tb = self._tb, None
+            try:
+                tb.close()
+            except OSError:
+                pass
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -9,20 +9,34 @@ Layout of ``workdir``::
     images/            restored validation images (PNG) per validation step, and references
     summary.json       final numbers (written at the end)
 
-Start-up restores the latest complete checkpoint if there is one, so re-running the same command
-after a crash or preemption continues the run; because the state carries the step and the rng and
-the data iterator is restored too, the continued run computes exactly what the uninterrupted run
-would have. SIGTERM checkpoints the current step and returns; a non-finite loss or gradient stops
-with :class:`NonFiniteLossError` naming the step, before that state could be checkpointed.
+    LOCK               held by the running run (``workdir_lock.py``): one run per directory
+    config_changes.jsonl  the config changes of each resume (``resume.py``)
+
+Start-up, in this order: check the config and build the model (bad keys and constructor
+arguments fail here, before any file is touched); lock the work directory; find the newest
+complete checkpoint (``checkpoint.py``: damaged newer ones are reported and moved aside); check
+the saved config and state tree against the new ones (``resume.py``: a model change refuses);
+restore. Re-running the same command after a crash or preemption therefore continues the run;
+because the state carries the step and the rng and the data iterator is restored too, the
+continued run computes exactly what the uninterrupted run would have. A new run with
+``train.init_from`` starts from another run's weights.
+
+While running: SIGTERM checkpoints the current step and returns (``preemption.py``: a loop that
+cannot get there within ``train.sigterm_grace_seconds`` is interrupted); a non-finite loss or
+gradient stops with :class:`NonFiniteLossError` naming the step, before that state could be
+checkpointed; a failed checkpoint save or log write stops with :class:`StorageError` naming
+the path, keeping every checkpoint saved before. The lock is released on every way out.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import math
 import time
 from pathlib import Path
+import sys
 from typing import Callable, Optional
 
 import jax
@@ -32,55 +46,55 @@ from iln_jax import analysis
 from iln_jax import data as data_lib
 from iln_jax import models
 from iln_jax.data.config import effective_scale
-from iln_jax.train import optim
-from iln_jax.train.checkpoint import Checkpointer, PreemptionGuard
+from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
+from iln_jax.train import optim, resume
+from iln_jax.train.checkpoint import Checkpointer, storage_reason
+from iln_jax.train.orbax_noise import quiet_orbax_errors
 from iln_jax.train.configs import validate_config
 from iln_jax.train.logging import MetricWriter, Progress
 from iln_jax.train.parallel import DataParallel, fast_compile_options
 from iln_jax.train.phases import Phase, phase_at, training_phases
 from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count
 from iln_jax.train.step import train_step
+from iln_jax.train.preemption import PreemptionGuard
 from iln_jax.train.validate import Validator
+from iln_jax.train.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(IlnJaxError, FloatingPointError):
     """Training produced a NaN/inf loss or gradient norm."""
 
 
 def build_model(config):
-    return models.create(config.model.arch, norm=config.model.norm, **config.model.kwargs.to_dict())
+    """The config's model; a constructor argument it cannot be built with is a :class:`ConfigError`
+    naming the ``model.kwargs`` key."""
+    try:
+        return models.create(config.model.arch, norm=config.model.norm, **config.model.kwargs.to_dict())
+    except ConfigError as e:
+        raise ConfigError(f"config model.kwargs: {e}") from None
 
 
 def _config_dict(config) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def _diff_configs(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff_configs(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
-
 class _Trainer:
     """The pieces of one run; ``train_and_evaluate`` wires them in order."""
 
-    def __init__(self, config, workdir: Path):
-        validate_config(config)
+    def __init__(self, config, workdir: Path, model, *, lock: WorkdirLock, guard: PreemptionGuard):
         self.config = config
+        self.config_dict = _config_dict(config)
         self.workdir = workdir
+        self.lock, self.guard = lock, guard
+        self.closers: list[Callable[[], None]] = []  # run at the end, whatever happens (_close_all)
         self.is_main = jax.process_index() == 0
         self.parallel = DataParallel(config.train.parallel)
         self.phases = training_phases(config)
         for phase in self.phases:
             self.parallel.check_batch_size(phase.batch_size)
-        self.model = build_model(config)
+        self.model = model
         self.tx, self.schedule = optim.make_optimizer(config.optim)
         p = self.phases[0].patch_size
         in_chans = config.model.kwargs.get("in_chans", 3)
@@ -91,6 +105,11 @@ class _Trainer:
                                          save_every=config.train.checkpoint_every,
                                          async_save=config.train.async_checkpointing)
 
+    def say(self, message: str) -> None:
+        """Print on the main process."""
+        if self.is_main:
+            print(message, flush=True)
+
     def data_iterator(self, phase: Phase):
         """The phase's batches (its own stream: seed + phase index, see ``phases.py``)."""
         dataset = data_lib.make_train_dataset(phase.data_config(self.config.data),
@@ -100,21 +119,42 @@ class _Trainer:
         return iter(dataset)
 
     def initial_state(self):
-        """``(state, step, phase, data iterator)``: fresh, or restored from the latest checkpoint
-        together with the iterator of the phase it was saved in."""
+        """``(state, step, phase, data iterator, where it came from)``: restored from the newest
+        complete checkpoint together with the iterator of the phase it was saved in (after the
+        checks of ``resume.py``), or fresh (from ``train.init_from``'s weights if set)."""
         ckpt = self.checkpointer
-        start = ckpt.latest_step() or 0
-        phase = phase_at(self.phases, start)
+        step = ckpt.newest_complete_step()
+        if step is None:
+            phase = phase_at(self.phases, 0)
+            state = self.parallel.init_state(self.create_state)
+            origin = "from scratch"
+            if self.config.train.get("init_from"):
+                state, source, notes = resume.init_from_weights(self.config.train.init_from, state,
+                                                                workdir=self.workdir, config=self.config_dict)
+                origin = f"from the weights of {source}"
+                if notes:
+                    self.say(f"[iln_jax] init_from: this run's model differs from {source}'s in: " + "; ".join(notes))
+            return state, 0, phase, self.data_iterator(phase), origin
+        saved = ckpt.saved_config(step)
+        if saved is None and (self.workdir / "config.json").is_file():
+            saved = json.loads((self.workdir / "config.json").read_text())
+        changes = resume.check_resume_config(saved, self.config_dict, workdir=self.workdir, step=step)
+        abstract = self.parallel.abstract_state(self.create_state)
+        resume.check_state_tree(ckpt.state_metadata(step), abstract, workdir=self.workdir, step=step)
+        ckpt.set_aside_broken()
+        if changes:
+            self.say(f"[iln_jax] resuming step {step} with a changed config (logged in {resume.CHANGES_FILE}):\n  "
+                + "\n  ".join(resume.change_line(*c) for c in changes))
+            if self.is_main:
+                resume.log_config_changes(self.workdir, step, changes)
+        phase = phase_at(self.phases, step)
         data_iter = self.data_iterator(phase)
-        if not start:
-            return self.parallel.init_state(self.create_state), 0, phase, data_iter
-        saved = ckpt.saved_config()
-        state, step = ckpt.restore(self.parallel.abstract_state(self.create_state), data_iter)
-        if saved is not None:
-            changes = _diff_configs(saved, _config_dict(self.config))
-            if changes:
-                log.warning("Resuming with a changed config:\n  %s", "\n  ".join(changes))
-        return state, step, phase, data_iter
+        try:
+            state, step = ckpt.restore(abstract, data_iter, step)
+        except BaseException:
+            _close(data_iter)
+            raise
+        return state, step, phase, data_iter, f"resuming from step {step}"
 
     def compile_step(self, state, batch):
         """The step, compiled once up front (``jit``: ahead of time, so the compile time is
@@ -172,6 +212,20 @@ def _eval_tags(config, has_ema: bool) -> list[str]:
     return ["ema" if config.eval.weights in ("ema", "both") and has_ema else "raw"]
 
 
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise StorageError(f"cannot write {path}: {e.strerror or e}; stopping") from None
+
+
+def _as_storage_error(e: OSError, workdir: Path) -> Optional[StorageError]:
+    """A write the storage refused (full disk, quota, read-only, I/O error), as a StorageError."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES):
+        return StorageError(f"cannot write {e.filename or workdir}: {storage_reason(e)}; stopping")
+    return None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
                        on_step: Optional[Callable[[int, TrainState], None]] = None) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its checkpoints); returns the summary.
@@ -179,38 +233,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     ``on_step(step, state)`` is called after every step, after its checkpoint/validation (custom
     logging; the tests inject faults with it). Under pmap with several processes ``state`` is
     process-local.
+
+    Raises the errors of :mod:`iln_jax.errors` (a bad config, a busy work directory, a refused
+    resume, a failed save, ...) with messages meant to be printed as they are.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
-    tr = _Trainer(config, workdir)
-    c = config
-    state, start, phase, data_iter = tr.initial_state()
-    if tr.is_main:
-        (workdir / "config.json").write_text(c.to_json_best_effort(indent=2) + "\n")
-    n_params = param_count(state.params)
-    say = print if tr.is_main else (lambda *a, **k: None)
-    say(f"[iln_jax] {c.name}: {c.model.arch} norm={c.model.norm} {n_params / 1e6:.3f}M params, "
-        f"{c.train.parallel} over {tr.parallel.num_devices} device(s) / {jax.process_count()} process(es), "
-        f"global batch {phase.batch_size}, {'resuming from step ' + str(start) if start else 'from scratch'}",
-        flush=True)
-    if len(tr.phases) > 1:
-        say("[iln_jax] progressive patches: " + ", ".join(
-            f"steps {p.first_step}-{p.last_step}: {p.gt_size} px x {p.batch_size}" for p in tr.phases), flush=True)
+    validate_config(config)
+    model = build_model(config)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create the work directory {workdir}: {e.strerror or e}") from None
+    quiet_orbax_errors()  # failures are reported once, as this project's errors
+    grace = config.train.get("sigterm_grace_seconds", 60.0)
+    with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace) as guard:
+        try:
+            return _train(_Trainer(config, workdir, model, lock=lock, guard=guard), on_step)
+        except OSError as e:
+            error = _as_storage_error(e, workdir)
+            if error is None or isinstance(e, IlnJaxError):
+                raise
+            raise error from None
 
+
+def _train(tr: _Trainer, on_step) -> dict:
+    t_start = time.time()
+    try:
+        return _train_loop(tr, *tr.initial_state(), on_step=on_step, t_start=t_start)
+    finally:
+        _close_all(tr.closers)
+
+
+def _close_all(closers: list) -> None:
+    """Run every closer (last registered first) even if some fail; re-raise the first failure
+    unless an exception is already propagating."""
+    first = None
+    for close in reversed(closers):
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001
+            first = first or e
+    if first is not None and sys.exc_info()[0] is None:
+        raise first
+
+
+def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin: str, *, on_step,
+                t_start: float) -> dict:
+    c, workdir, guard, closers = tr.config, tr.workdir, tr.guard, tr.closers
+    closers.append(lambda: _close(data_iter))  # reads the variable: the current phase's iterator
+    if tr.is_main:
+        _write_text(workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
+    n_params = param_count(state.params)
+    tr.say(f"[iln_jax] {c.name}: {c.model.arch} norm={c.model.norm} {n_params / 1e6:.3f}M params, "
+           f"{c.train.parallel} over {tr.parallel.num_devices} device(s) / {jax.process_count()} process(es), "
+           f"global batch {phase.batch_size}, {origin}")
+    if len(tr.phases) > 1:
+        tr.say("[iln_jax] progressive patches: " + ", ".join(
+            f"steps {p.first_step}-{p.last_step}: {p.gt_size} px x {p.batch_size}" for p in tr.phases))
+
+    checkpointer = tr.checkpointer
+    terminating = False
+
+    def close_checkpointer():
+        checkpointer.close(wait=not terminating)
+
+    closers.append(close_checkpointer)
     writer = MetricWriter(workdir, enabled=tr.is_main, resume_step=start)
+    closers.append(writer.close)
     record_diagnostics = tr.diagnostics(start)
     validator = tr.validator()
     summary = {"name": c.name, "workdir": str(workdir), "params": n_params, "start_step": start,
                "num_devices": tr.parallel.num_devices, "num_processes": jax.process_count(),
                "compile_seconds": 0.0}
+    if c.train.get("init_from") and start == 0:
+        summary["init_from"] = c.train.init_from
     if validator is not None:
         summary["baseline"] = {k: v for k, v in validator.baseline.items() if k != "per_image"}
         writer.write_scalars(start, {"baseline/psnr": validator.baseline["psnr"],
                                      "baseline/ssim": validator.baseline["ssim"]}, split="val")
     has_ema = state.ema_params is not None
-    config_dict = _config_dict(c)
+    config_dict = tr.config_dict
     progress = Progress(c.train.num_steps, start, enabled=tr.is_main and c.train.progress_bar)
+    closers.append(progress.close)
     step_fn = None
     pending: Optional[tuple[int, dict]] = None
     sums, n_sum = {}, 0
@@ -222,11 +326,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         s, m = item
         m = {k: float(v) for k, v in jax.device_get(m).items()}
         if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            tr.checkpointer.wait()
+            checkpointer.wait()
+            last = checkpointer.latest_step()
+            where = (f"The last good checkpoint is step {last} in {checkpointer.directory}" if last is not None else
+                     "No checkpoint was saved yet (re-running starts from scratch)")
             raise NonFiniteLossError(
                 f"Non-finite training loss at step {s} (loss={m['loss']}, grad_norm={m['grad_norm']}); "
-                f"stopping. The last good checkpoint is step {tr.checkpointer.latest_step()} in "
-                f"{tr.checkpointer.directory}")
+                f"stopping. {where}. Lower optim.lr, add warmup (optim.warmup_steps) or clip gradients "
+                f"(optim.grad_clip)")
         return m
 
     def flush_pending():
@@ -254,68 +361,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
     val_scores, last_row = {}, {}
     try:
-        with PreemptionGuard() as guard:
-            for step in range(start + 1, c.train.num_steps + 1):
-                if not phase.contains(step):  # the next progressive phase: new patch/batch size
-                    _close(data_iter)
-                    phase = phase_at(tr.phases, step)
-                    data_iter = tr.data_iterator(phase)
-                    step_fn = None
-                    progress.write(f"[iln_jax] step {step}: phase {phase.index + 1}/{len(tr.phases)}, "
-                                   f"{phase.gt_size} px patches, batch {phase.batch_size}")
-                local_batch = next(data_iter)
-                batch = tr.parallel.shard_batch(local_batch)
-                if step_fn is None:
-                    t_compile = time.perf_counter()
-                    step_fn, compile_s = tr.compile_step(state, batch)
-                    summary["compile_seconds"] += compile_s or 0.0
-                    excluded += time.perf_counter() - t_compile
-                state, metrics = step_fn(state, batch)
-                flush_pending()  # the previous step's metrics: one step in flight keeps devices busy
-                pending = (step, metrics)
-                steps_since_log += 1
-                last = step == c.train.num_steps
-                if step % c.train.log_every == 0 or last:
-                    flush_pending()
-                    elapsed = time.perf_counter() - t_log - excluded
-                    train_time += elapsed
-                    row = {k: v / n_sum for k, v in sums.items()}
-                    row["steps_per_sec"] = steps_since_log / max(elapsed, 1e-9)
-                    row["patches_per_sec"] = row["steps_per_sec"] * phase.batch_size
-                    if len(tr.phases) > 1:
-                        row["patch_size"] = phase.gt_size
-                    writer.write_scalars(step, row)
-                    last_row = row
-                    progress.update(steps_since_log, {"loss": row["loss"], "lr": row["lr"]})
-                    sums.clear()
-                    n_sum, steps_since_log, t_log, excluded = 0, 0, time.perf_counter(), 0.0
-                t_aside = time.perf_counter()  # checkpoints and validation do not count as training time
-                if record_diagnostics is not None:
-                    record_diagnostics(step, state, local_batch)
-                if step % c.train.checkpoint_every == 0 or last:
-                    flush_pending()
-                    tr.checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=last)
-                if validator is not None and (last or c.eval.every > 0 and step % c.eval.every == 0):
-                    flush_pending()
-                    val_scores = validate(step)
-                excluded += time.perf_counter() - t_aside
-                if on_step is not None:
-                    on_step(step, state)
-                if guard.reached(step):
-                    flush_pending()
-                    tr.checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=True)
-                    stopped = "preempted"
-                    progress.write(f"[iln_jax] preempted (SIGTERM): saved step {step}; re-run the same "
-                                   f"command to resume")
-                    break
-            flush_pending()
+        steps = range(start + 1, c.train.num_steps + 1)
+        if guard.requested and jax.process_count() == 1:
+            stopped, steps = "preempted", ()  # SIGTERM during start-up: nothing new to save
+            progress.write("[iln_jax] preempted (SIGTERM) before the first step; re-run the same command to resume")
+        for step in steps:
+            if not phase.contains(step):  # the next progressive phase: new patch/batch size
+                _close(data_iter)
+                phase = phase_at(tr.phases, step)
+                data_iter = tr.data_iterator(phase)
+                step_fn = None
+                progress.write(f"[iln_jax] step {step}: phase {phase.index + 1}/{len(tr.phases)}, "
+                               f"{phase.gt_size} px patches, batch {phase.batch_size}")
+            local_batch = next(data_iter)
+            batch = tr.parallel.shard_batch(local_batch)
+            if step_fn is None:
+                t_compile = time.perf_counter()
+                step_fn, compile_s = tr.compile_step(state, batch)
+                summary["compile_seconds"] += compile_s or 0.0
+                excluded += time.perf_counter() - t_compile
+            state, metrics = step_fn(state, batch)
+            flush_pending()  # the previous step's metrics: one step in flight keeps devices busy
+            pending = (step, metrics)
+            steps_since_log += 1
+            last = step == c.train.num_steps
+            if step % c.train.log_every == 0 or last:
+                flush_pending()
+                elapsed = time.perf_counter() - t_log - excluded
+                train_time += elapsed
+                row = {k: v / n_sum for k, v in sums.items()}
+                row["steps_per_sec"] = steps_since_log / max(elapsed, 1e-9)
+                row["patches_per_sec"] = row["steps_per_sec"] * phase.batch_size
+                if len(tr.phases) > 1:
+                    row["patch_size"] = phase.gt_size
+                writer.write_scalars(step, row)
+                last_row = row
+                progress.update(steps_since_log, {"loss": row["loss"], "lr": row["lr"]})
+                sums.clear()
+                n_sum, steps_since_log, t_log, excluded = 0, 0, time.perf_counter(), 0.0
+            t_aside = time.perf_counter()  # checkpoints and validation do not count as training time
+            if record_diagnostics is not None:
+                record_diagnostics(step, state, local_batch)
+            if step % c.train.checkpoint_every == 0 or last:
+                flush_pending()
+                checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=last)
+            if validator is not None and (last or c.eval.every > 0 and step % c.eval.every == 0):
+                flush_pending()
+                val_scores = validate(step)
+            excluded += time.perf_counter() - t_aside
+            if on_step is not None:
+                on_step(step, state)
+            checkpointer.check()  # a failed background save stops the run now, not an interval later
+            tr.lock.check()
+            if guard.reached(step):
+                flush_pending()
+                checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=True)
+                stopped = "preempted"
+                progress.write(f"[iln_jax] preempted (SIGTERM): saved step {step}; re-run the same "
+                               f"command to resume")
+                break
+        flush_pending()
         if validator is not None and not val_scores and stopped is None:
             val_scores = validate(step)  # e.g. resumed at the final step
-    finally:
-        progress.close()
-        tr.checkpointer.close()
-        writer.close()
-        _close(data_iter)
+        closers.remove(close_checkpointer)
+        checkpointer.close()  # waits for (and checks) the last save
+    except TerminatedError:
+        terminating = True
+        raise
+    except KeyboardInterrupt:
+        progress.write(f"[iln_jax] interrupted (Ctrl-C) at step {step}; re-run the same command to resume from "
+                       f"the newest complete checkpoint in {checkpointer.directory}")
+        raise
 
     summary.update(final_step=step, status=stopped or "completed", wall_seconds=time.time() - t_start,
                    steps_per_sec=(step - start) / train_time if train_time else None,
@@ -325,7 +441,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     if record_diagnostics is not None:
         summary["diagnostics"] = str(workdir / analysis.DiagnosticsLog.FILENAME)
     if tr.is_main:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        _write_text(workdir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
         print(format_summary(summary, c), flush=True)
     return summary
 
