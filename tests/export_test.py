@@ -1,5 +1,5 @@
 """iln_jax.export: one serialized file with symbolic batch/height/width equals the live model on
-odd sizes; float16/bfloat16; the loader runs without the model code; the CLI's sources."""
+odd sizes (SwinIR/HAT/DRCT with shifted windows, Restormer); float16/bfloat16; the loader runs without the model code; the CLI's sources."""
 import io
 import json
 import os
@@ -16,9 +16,12 @@ from iln_jax import convert, export, models
 from iln_jax.inference.precision import for_precision
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# Window 4, one block per group: no shifted windows (see test_shifted_window_models).
-SWINIR = dict(img_size=8, window_size=4, depths=(1, 1), num_heads=(2, 2), embed_dim=8, mlp_ratio=2,
+SWINIR = dict(img_size=8, window_size=4, depths=(2,), num_heads=(2,), embed_dim=8, mlp_ratio=2,  # shifted windows
               upsampler="pixelshuffle", upscale=2, padding="symmetric")
+HAT_ILN = dict(norm="iln", stdnorm=True, img_size=8, window_size=4, depths=(2,), num_heads=(2,), embed_dim=8,
+               mlp_ratio=2, upsampler="pixelshuffle", upscale=2, compress_ratio=2, squeeze_factor=2)
+DRCT = dict(img_size=8, window_size=4, depths=(1,), num_heads=(2,), embed_dim=8, mlp_ratio=2, gc=4,
+            upsampler="pixelshuffle", upscale=2)
 RESTORMER = dict(norm="iln", dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 1, 1))
 ODD_SIZES = [(1, 13, 19), (2, 9, 8), (1, 37, 21)]  # none a multiple of 8
 
@@ -45,9 +48,11 @@ def restormer():
     return _model("restormer", RESTORMER)
 
 
-@pytest.mark.parametrize("which, scale", [("swinir", 2), ("restormer", 1)])
-def test_one_file_equals_the_live_model_on_every_odd_size(which, scale, request, tmp_path):
-    module, variables, live = request.getfixturevalue(which)
+@pytest.mark.parametrize("arch, kwargs, scale", [("swinir", SWINIR, 2), ("hat", HAT_ILN, 2), ("drct", DRCT, 2),
+                                                  ("restormer", RESTORMER, 1)], ids=["swinir", "hat-iln", "drct",
+                                                                                     "restormer-iln"])
+def test_one_file_equals_the_live_model_on_every_odd_size(arch, kwargs, scale, request, tmp_path):
+    module, variables, live = request.getfixturevalue("restormer") if arch == "restormer" else _model(arch, kwargs)
     path = tmp_path / "restorer.npz"
     export.export_restorer(module, variables).save(path)
     restore = export.load(path)
@@ -70,28 +75,19 @@ def test_symbolic_padding_equals_the_models_padding():
         np.testing.assert_array_equal(export.pad_to_multiple_symbolic(x, 8, mode), pad_to_multiple(x, 8, mode))
 
 
-def test_shifted_window_models(tmp_path):
-    """SwinIR/HAT/DRCT's shifted-window mask is built with NumPy from concrete sizes
-    (layers.window.shifted_window_mask) until it is computed in-graph: then this model exports
-    with symbolic sizes like the others; until then the export says so and a fixed size works."""
-    module, variables, live = _model("swinir", dict(SWINIR, depths=(2,), num_heads=(2,)))
-    try:
-        exported = export.export_restorer(module, variables)
-    except export.ExportError as e:
-        assert str(e).startswith("SwinIR cannot be traced with a symbolic image size (")
-        assert str(e).endswith("export one fixed size with height=/width= (--height/--width)")
-        exported = export.export_restorer(module, variables, height=13, width=19)
-        sizes = [(2, 13, 19)]
-        exported.save(tmp_path / "fixed.npz")
-        with pytest.raises(ValueError, match="exported for 13x19 images; got 9x8"):
-            export.load(tmp_path / "fixed.npz")(np.zeros((9, 8, 3), np.float32))
-    else:
-        sizes = ODD_SIZES
-    exported.save(tmp_path / "f.npz")
-    restore = export.load(tmp_path / "f.npz")
-    for i, (b, h, w) in enumerate(sizes):
-        x = jax.random.uniform(jax.random.key(i), (b, h, w, 3))
-        assert _rel_err(restore(x), live(variables, x)) <= 1e-6
+def test_a_model_that_needs_a_fixed_size_gets_one(tmp_path):
+    # ape=True adds a learned position embedding of exactly img_size x img_size: no symbolic size fits.
+    module, variables, live = _model("swinir", dict(SWINIR, ape=True, padding="reflect"))
+    with pytest.raises(export.ExportError) as e:
+        export.export_restorer(module, variables)
+    assert str(e.value).startswith("SwinIR cannot be traced with a symbolic image size (ValueError: ape=True")
+    assert str(e.value).endswith("export one fixed size with height=/width= (--height/--width)")
+    export.export_restorer(module, variables, height=7, width=7).save(tmp_path / "fixed.npz")  # padded to 8x8
+    restore = export.load(tmp_path / "fixed.npz")
+    x = jax.random.uniform(jax.random.key(0), (3, 7, 7, 3))  # the batch stays symbolic
+    assert _rel_err(restore(x), live(variables, x)) <= 1e-6
+    with pytest.raises(ValueError, match="exported for 7x7 images; got 9x8"):
+        restore(np.zeros((9, 8, 3), np.float32))
 
 
 @pytest.mark.parametrize("dtype, precision", [("float16", "fp16"), ("bfloat16", "bf16")])
