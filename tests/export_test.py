@@ -182,3 +182,23 @@ def test_cli_exports_a_pretrained_model_with_its_official_padding(swinir, tmp_pa
     assert restore.meta["source"] == "tiny (tiny.pth)" and restore.meta["dtype"] == "bfloat16"
     x = jax.random.uniform(jax.random.key(4), (1, 11, 14, 3))
     assert np.abs(np.asarray(restore(x)) - np.asarray(live(variables, x))).max() < 5e-2
+
+
+def test_an_artifact_for_several_platforms_gets_portable_attention(swinir):
+    module, variables, _ = swinir
+    both = export.export_restorer(module.clone(attention_impl="auto"), variables, platforms=("cpu", "cuda"))
+    assert both.meta["platforms"] == ["cpu", "cuda"] and both.meta["attention_impl"] == "xla"
+    with pytest.raises(export.ExportError, match="attention_impl='cudnn' runs only on CUDA GPUs, but the export "
+                                                 "targets cpu"):
+        export.export_restorer(module.clone(attention_impl="cudnn"), variables, platforms=("cpu",))
+
+
+def test_the_loaded_function_re_exports_with_symbolic_shapes(swinir, tmp_path):
+    """What jax2tf.convert(..., polymorphic_shapes=...) does with the loaded function (TF is optional)."""
+    module, variables, live = swinir
+    export.export_restorer(module, variables).save(tmp_path / "f.npz")
+    fn = export.load(tmp_path / "f.npz").as_function()
+    b, h, w = jax.export.symbolic_shape("b, h, w")
+    again = jax.export.export(jax.jit(fn))(jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32))
+    x = jax.random.uniform(jax.random.key(5), (1, 10, 7, 3))
+    assert _rel_err(again.call(x), live(variables, x)) <= 1e-6

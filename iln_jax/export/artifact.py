@@ -56,6 +56,12 @@ class ExportedRestorer:
         out = self._call(self._device_weights, batch)
         return out[0] if single else out
 
+    def as_function(self):
+        """``f(x) -> y`` on (B, H, W, C) batches without the size checks of ``__call__``: pure JAX, for
+        wrapping in other tracers (``jax.jit``, ``jax.export``, ``jax2tf.convert`` with polymorphic shapes)."""
+        weights = self.weights
+        return lambda x: self.exported.call(weights, x)
+
     def save(self, path: str | os.PathLike) -> None:
         arrays = {f"weight_{i:05d}": _storable(np.asarray(w)) for i, w in enumerate(self.weights)}
         meta = {**self.meta, "format": FORMAT, "num_weights": len(self.weights)}

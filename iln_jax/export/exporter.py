@@ -46,6 +46,19 @@ def _channels(module) -> int:
     return int(getattr(module, "in_chans", getattr(module, "inp_channels", 3)))
 
 
+def _portable_attention(module, platforms: Optional[Sequence[str]]):
+    """``attention_impl="auto"`` picks the cuDNN kernel when *tracing* on a GPU; an artifact that must
+    also run elsewhere gets the portable XLA attention instead (an explicit "cudnn" is refused)."""
+    impl = getattr(module, "attention_impl", None)
+    targets = tuple(platforms or (jax.export.default_export_platform(),))
+    if impl not in ("auto", "cudnn") or set(targets) == {"cuda"}:
+        return module
+    if impl == "cudnn":
+        raise ExportError(f"attention_impl='cudnn' runs only on CUDA GPUs, but the export targets "
+                          f"{', '.join(targets)}: use attention_impl='auto' or 'xla'")
+    return module.clone(attention_impl="xla")
+
+
 def export_restorer(module, variables: dict, *, dtype: str = "float32", padding: Optional[str] = None,
                     height: Optional[int] = None, width: Optional[int] = None,
                     platforms: Optional[Sequence[str]] = None, meta: Optional[dict] = None) -> ExportedRestorer:
@@ -66,6 +79,7 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
     run_module, run_vars = precision_lib.for_precision(module, variables, DTYPES[dtype])
     mode = padding or getattr(module, "padding", "none")
     multiple, scale, channels = input_multiple(module), output_scale(module), _channels(module)
+    run_module = _portable_attention(run_module, platforms)
     leaves, treedef = jax.tree.flatten(run_vars)
     fixed = height is not None
     if fixed:
@@ -99,5 +113,6 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
     info = {"arch": type(module).__name__, "norm": getattr(module, "norm", None), "dtype": dtype, "scale": scale,
             "padding": mode, "multiple": multiple, "channels": channels, "min_size": 1 if fixed else multiple,
             "height": height, "width": width, "platforms": list(exported.platforms), "jax_version": jax.__version__,
+            "attention_impl": getattr(run_module, "attention_impl", None),
             **(meta or {})}
     return ExportedRestorer(exported, [jax.device_get(leaf) for leaf in leaves], info)
