@@ -183,6 +183,11 @@ def test_a_file_without_direct_url_says_where_to_get_it_and_where_to_put_it(tiny
     with pytest.raises(VerificationError, match=f"is {len(blob) - 1} bytes; the registry expects {len(blob)}"):
         pretrained.load_pretrained(entry, cache_dir=tmp_path, progress=False)
     assert where.exists()  # a file the user put there is never deleted
+    where.write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedError, match=f"tiny-swinir-x4: Could not read {where} as a PyTorch checkpoint: .*; "
+                                              f"delete {where} and run again"):
+        pretrained.load_pretrained(dataclasses.replace(entry, size=None, sha256=None), cache_dir=tmp_path,
+                                   progress=False)
     where.write_bytes(blob)
     loaded = pretrained.load_pretrained(entry, cache_dir=tmp_path, progress=False)
     jax.tree.map(np.testing.assert_array_equal, loaded.variables, variables)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from iln_jax.pretrained import transfer
-from iln_jax.pretrained.errors import NotDownloadableError
+from iln_jax.pretrained.errors import NotDownloadableError, PretrainedError
 from iln_jax.pretrained.registry import Pretrained, converted_path, download_path, get
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,11 @@ def _official_state_dict(entry: Pretrained, path: Path) -> dict:
     """The state_dict the official test loads: ``param_key`` when the file has it, else the official
     loaders' fallback (BasicSR: ``params``; SwinIR: the whole file), as ``load_state_dict`` picks."""
     from iln_jax.convert.state_dict import load_state_dict, read_pth
-    obj = read_pth(str(path))
+    try:
+        obj = read_pth(str(path))
+    except ValueError as e:  # not a readable .pth: say which model, and how to get a fresh copy
+        first = str(e).splitlines()[0]  # torch's own explanation runs over several lines
+        raise PretrainedError(f"{entry.name}: {first}; delete {path} and run again to fetch it afresh") from None
     key = entry.param_key if isinstance(obj, Mapping) and entry.param_key in obj else None
     return load_state_dict(obj if key is None else obj[key])
 

@@ -66,6 +66,8 @@ def _transfer(url: str, part: Path, *, progress: bool, timeout: float, desc: str
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the partial file is already complete (or longer than the file)
             return
+        if e.code >= 500:
+            raise  # the server's trouble: worth another attempt
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     with response:
         if offset and response.status != 206:
@@ -107,8 +109,11 @@ def download(url: str, dest: str | Path, *, size: Optional[int] = None, sha256: 
             last_error = e
     else:
         have = part.stat().st_size if part.exists() else 0
-        raise DownloadError(f"{url}: download interrupted after {have} bytes ({type(last_error).__name__}: "
-                            f"{last_error}); run again to resume from {part}")
+        why = f"{type(last_error).__name__}: {last_error}"
+        if not have:
+            raise DownloadError(f"{url}: download failed ({why})")
+        raise DownloadError(f"{url}: download interrupted after {have} bytes ({why}); run again to resume "
+                            f"from {part}")
     try:
         digest = verify(part, size=size, sha256=sha256, what=f"the download of {url}")
     except VerificationError as e:
