@@ -37,7 +37,7 @@ def _say(message: str, progress: bool) -> None:
         log.info(message)
 
 
-def unrecorded_hint(entry: Pretrained, digest: str) -> str:
+def _unrecorded_hint(entry: Pretrained, digest: str) -> str:
     return (f"{entry.name}: sha256 {digest} is not recorded in the registry; once this copy is verified "
             f"(e.g. it reproduces the paper's numbers), pin it with: python -m iln_jax.pretrained record {entry.name}")
 
@@ -55,7 +55,7 @@ def fetch(name_or_entry, *, cache_dir: Optional[str | os.PathLike] = None, progr
         _say(f"downloading {entry.file_name} from {entry.url}", progress)
         digest = transfer.download(entry.url, path, size=entry.size, sha256=entry.sha256, progress=progress)
     if entry.sha256 is None:  # said even without progress output: it is how a copy gets pinned
-        print(f"[pretrained] {unrecorded_hint(entry, digest)}", flush=True)
+        print(f"[pretrained] {_unrecorded_hint(entry, digest)}", flush=True)
     return path, digest
 
 
