@@ -91,9 +91,8 @@ def test_a_model_that_needs_a_fixed_size_gets_one(tmp_path):
 
 
 @pytest.mark.parametrize("dtype, precision", [("float16", "fp16"), ("bfloat16", "bf16")])
-def test_low_precision_files_hold_cast_weights_and_match_the_low_precision_model(dtype, precision, restormer,
-                                                                                 tmp_path):
-    module, variables, live = restormer
+def test_low_precision_files_hold_cast_weights_and_match_the_low_precision_model(dtype, precision, tmp_path):
+    module, variables, live = _model("swinir", dict(SWINIR, norm="iln"))
     export.export_restorer(module, variables, dtype=dtype).save(tmp_path / "f.npz")
     restore = export.load(tmp_path / "f.npz")
     assert {np.dtype(w.dtype).name for w in restore.weights} == {dtype}
