@@ -3,7 +3,11 @@
     # a training run (EMA weights), SR x2 on SwinIR's testsets layout (Set5/HR + Set5/LR_bicubic/X2)
     python eval.py --workdir runs/swinir_iln_x2 --data-root ~/testsets --datasets Set5,Set14,BSD100 --out results/
 
-    # an official checkpoint, exactly as the official test script (symmetric padding)
+    # an official checkpoint by name: downloaded (or found in ~/.cache/iln_jax), verified, converted once;
+    # model, padding and task as the official test (python -m iln_jax.pretrained list)
+    python eval.py --pretrained swinir-classical-x2 --data-root ~/testsets --datasets Set5
+
+    # an official checkpoint file, exactly as the official test script (symmetric padding)
     python eval.py --pth 001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth --variant swinir-classical \\
         --kwargs '{"upscale": 2}' --task sr --scale 2 --padding symmetric \\
         --data-root ~/testsets --datasets Set5 --out results/

@@ -45,12 +45,19 @@ def arch_spec(arch: str) -> ArchSpec:
     return importlib.import_module(_SPECS[arch]).SPEC
 
 
-def build(arch: str, **kwargs):
-    """The Flax module for an official arch name with the official constructor arguments."""
+def model_args(arch: str, **kwargs) -> tuple[str, str, dict]:
+    """``(models.create arch, norm, Flax fields)`` for an official arch name and constructor arguments
+    (the arch's defaults applied and its official argument names renamed)."""
     spec = arch_spec(arch)
     kwargs = {spec.kwarg_renames.get(k, k): v for k, v in {**spec.defaults, **kwargs}.items()}
     norm = kwargs.pop("norm", spec.norm)
-    return models.create(spec.model_arch, norm=norm, **kwargs)
+    return spec.model_arch, norm, kwargs
+
+
+def build(arch: str, **kwargs):
+    """The Flax module for an official arch name with the official constructor arguments."""
+    model_arch, norm, kwargs = model_args(arch, **kwargs)
+    return models.create(model_arch, norm=norm, **kwargs)
 
 
 def template(module, example_shape: tuple[int, ...], sequences: frozenset[str],
@@ -132,4 +139,5 @@ def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
     return apply_renames(sd, spec.renames_to_torch)
 
 
-__all__ = ["ConversionError", "arch_spec", "build", "from_torch", "load_state_dict", "template", "to_torch"]
+__all__ = ["ConversionError", "arch_spec", "build", "from_torch", "load_state_dict", "model_args", "template",
+           "to_torch"]

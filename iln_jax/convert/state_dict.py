@@ -29,7 +29,8 @@ def _to_numpy(v: Any) -> np.ndarray:
     return np.asarray(v)
 
 
-def _load_pth(path: str) -> Any:
+def read_pth(path: str) -> Any:
+    """The object a ``.pth`` file holds (tensors stay torch tensors); needs PyTorch."""
     if not os.path.isfile(path):
         raise CheckpointNotFoundError(f"Checkpoint not found: {path}")
     try:
@@ -63,7 +64,7 @@ def load_state_dict(source: Any, *, param_key: Optional[str] = None) -> dict[str
     A leading ``module.`` (DataParallel) is stripped.
     """
     origin = source if isinstance(source, (str, os.PathLike)) else "the given state_dict"
-    obj = _load_pth(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else source
+    obj = read_pth(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"Expected a state_dict in {origin}; found {_describe(obj)}")
     if param_key is not None:

@@ -13,10 +13,14 @@ from iln_jax.inference.tiling import BLENDS
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("model (an Orbax training run, or an official PyTorch checkpoint)")
+    g = parser.add_argument_group("model (an Orbax training run, an official checkpoint by name, or a .pth)")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="training run directory (holds checkpoints/ and config.json)")
+    src.add_argument("--pretrained", metavar="NAME",
+                     help="official checkpoint by name (python -m iln_jax.pretrained list): downloaded or found in "
+                          "the cache, verified, converted once; sets the model, padding and task")
     src.add_argument("--pth", help="official PyTorch checkpoint (.pth), converted with iln_jax.convert")
+    g.add_argument("--cache-dir", help="cache of --pretrained (default: $ILN_JAX_CACHE, else ~/.cache/iln_jax)")
     g.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     g.add_argument("--weights", choices=("ema", "raw"), default="ema",
                    help="EMA weights (falls back to raw when the run kept none) or raw parameters")
@@ -40,6 +44,15 @@ def model_kwargs(args) -> dict:
 
 
 def load_model(args) -> LoadedModel:
+    if getattr(args, "pretrained", None):
+        given = [flag for flag, value in (("--arch", args.arch), ("--variant", args.variant), ("--norm", args.norm),
+                                          ("--param-key", args.param_key), ("--step", args.step),
+                                          ("--kwargs", args.kwargs != "{}")) if value]
+        if given:
+            raise SystemExit(f"--pretrained {args.pretrained} sets the model; drop {', '.join(given)}")
+        from iln_jax.pretrained import load_pretrained
+        return load_pretrained(args.pretrained, cache_dir=args.cache_dir,
+                               progress=not getattr(args, "no_progress", False))
     kwargs = model_kwargs(args)
     if args.workdir:
         return load_run(args.workdir, step=args.step, weights=args.weights, arch=args.arch, norm=args.norm,
