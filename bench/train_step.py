@@ -1,6 +1,9 @@
 """Benchmark the JAX train step (and, optionally, the official PyTorch model's) for a config.
 
-    python bench/train_step.py --config configs/swinir.py:task=sr,scale=2 --batch 16 --patch 32
+    python bench/train_step.py --config configs/swinir.py:task=sr,scale=4 --batch 4 --patch 48 \
+        --torch-ref ~/src/SwinIR --json swinir.json
+    python bench/train_step.py --config configs/hat.py:variant=hat,scale=4 --batch 4 --patch 64 \
+        --torch-ref ~/src/HAT --model-kwargs '{"scan_layers": true, "remat_policy": "dots"}'
     python bench/train_step.py --config configs/hat_mini_iln.py:scale=2 --norms iln,layernorm \
         --torch-ref ~/src/i-LN/iLN --json bench.json
 
@@ -16,6 +19,11 @@ train step (Adam + EMA, the BasicSR loop) is timed in the same run on the same b
 forward outputs of both are compared as a check that the two are the same network. Only norms
 the official code has are timed there (LayerNorm everywhere, i-LN for HAT via the i-LN repo).
 Runs on CPU or GPU (both frameworks use the default accelerator; the device is recorded).
+
+``--model-kwargs`` overrides model arguments (``scan_layers``, ``remat_policy``, ``attention_impl``);
+``--xla-tuning both`` times each configuration with and without ``iln_jax.xla_options.tuned()``
+(before/after the per-backend tuning, in one run). XLA's planned memory of the compiled step
+(temp, arguments, outputs) is reported with every timing.
 """
 from __future__ import annotations
 
@@ -55,6 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--compute-dtypes", default="float32",
                    help="comma-separated train.compute_dtype values to time (float32, bfloat16)")
     p.add_argument("--parallel", default=None, choices=("mesh", "pmap"), help="default: the config's")
+    p.add_argument("--model-kwargs", default="{}", help="JSON of model arguments to override, e.g. "
+                   '\'{"scan_layers": true, "remat_policy": "dots"}\'')
+    p.add_argument("--xla-tuning", default="on", choices=("on", "off", "both"),
+                   help="compile with iln_jax.xla_options.tuned() (on), without (off), or time both")
     p.add_argument("--steps", type=int, default=20, help="timed steps per norm")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     p.add_argument("--torch-ref", default=None, help="checkout of the official PyTorch repository")
@@ -62,11 +74,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _config(spec: str, norm: str, batch, patch, parallel):
+def _config(spec: str, norm: str, batch, patch, parallel, model_kwargs=None):
     from iln_jax.train import load_config
     path, _, arg = spec.partition(":")
-    c = load_config(str(ROOT / path) + (f":{arg}" if arg else ""), lock=True)
+    c = load_config(str(ROOT / path) + (f":{arg}" if arg else ""), lock=False)
     c.model.norm = norm
+    for key, value in (model_kwargs or {}).items():
+        c.model.kwargs[key] = value
     if "stdnorm" in c.model.kwargs:
         c.model.kwargs.stdnorm = norm == "iln"
     if batch:
@@ -85,8 +99,18 @@ def _batch(c, seed=0):
     return {"lq": rng.random((b, p, p, ch), np.float32), "gt": rng.random((b, p * s, p * s, ch), np.float32)}
 
 
-def time_jax(c, steps: int, warmup: int) -> dict:
+def _memory(compiled) -> dict:
+    m = compiled.memory_analysis()
+    gib = 2.0 ** 30
+    return dict(temp_gib=m.temp_size_in_bytes / gib, argument_gib=m.argument_size_in_bytes / gib,
+                output_gib=m.output_size_in_bytes / gib, alias_gib=m.alias_size_in_bytes / gib)
+
+
+def time_jax(c, steps: int, warmup: int, *, tuning: bool = True) -> dict:
+    """Compile and time the train step of config ``c``; with ``tuning`` False, without the
+    per-backend XLA options (``iln_jax.xla_options.tuned``)."""
     import jax
+    from iln_jax import xla_options
     from iln_jax.train import DataParallel, build_model, create_train_state, train_step
     from iln_jax.train import optim
     from iln_jax.train.state import param_count
@@ -104,11 +128,16 @@ def time_jax(c, steps: int, warmup: int) -> dict:
     fn = dp.compile(functools.partial(train_step, model=dp.model_for_training(model), tx=tx, schedule=schedule,
                                       loss_cfg=c.loss, ema_decay=c.optim.ema_decay,
                                       compute_dtype=c.train.compute_dtype))
+    options = xla_options.tuned() if tuning else {}
+    memory = {}
     t0 = time.perf_counter()
+    m = None
     if dp.mode == "mesh":
-        fn = fn.lower(state, batch).compile()
+        fn = fn.lower(state, batch).compile(options)
         compile_s = time.perf_counter() - t0
-        state, m = fn(state, batch)
+        memory = _memory(fn)
+        if steps or warmup:
+            state, m = fn(state, batch)
     else:  # pmap compiles on its first call
         state, m = fn(state, batch)
         jax.block_until_ready(m)
@@ -120,14 +149,19 @@ def time_jax(c, steps: int, warmup: int) -> dict:
     for _ in range(steps):
         state, m = fn(state, batch)
     jax.block_until_ready((state, m))
-    dt = (time.perf_counter() - t0) / steps
+    dt = (time.perf_counter() - t0) / max(steps, 1)
     impl = "jax" if c.train.compute_dtype == "float32" else f"jax {c.train.compute_dtype}"
-    out = dict(impl=impl, norm=c.model.norm, params=param_count(state.params), compile_s=compile_s,
-               ms_per_step=dt * 1e3, steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt,
-               loss=float(m["loss"]))
-    out["_forward"] = lambda x: np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(
-        jax.device_get(state.variables("raw")), x))
-    out["_variables"] = jax.device_get(state.variables("raw"))
+    options_used = {k: c.model.kwargs[k] for k in ("scan_layers", "remat_policy", "attention_impl")
+                    if k in c.model.kwargs}
+    out = dict(impl=impl + ("" if tuning or not xla_options.tuned() else " untuned"), norm=c.model.norm,
+               params=param_count(state.params), compile_s=compile_s, ms_per_step=dt * 1e3 if steps else None,
+               steps_per_s=1 / dt if steps else None, patches_per_s=c.data.batch_size / dt if steps else None,
+               loss=float(m["loss"]) if m is not None else None, model_options=options_used,
+               xla_options=options, **memory)
+    raw = jax.device_get(state.variables("raw"))
+    out["_forward"] = lambda x: np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(raw, x))
+    out["_variables"] = raw
+    out["_model"] = model
     return out
 
 
@@ -214,8 +248,8 @@ def time_torch(c, ref: Path, jax_result: dict, steps: int, warmup: int):
     kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
     conv_arch = CONVERT_ARCH.get((arch, norm), arch)
     sd = convert.to_torch(conv_arch, jax_result["_variables"], norm=norm, **kwargs)
-    official = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()
-                if k not in ("padding", "norm_eps")}
+    ours_only = ("padding", "norm_eps", "scan_layers", "remat_policy", "attention_impl", "dtype", "bn_axis_name")
+    official = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k not in ours_only}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = cls(**official).to(device)
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
@@ -277,18 +311,21 @@ def device_info() -> dict:
 def main(argv=None):
     a = parse_args(argv)
     norms = [n.strip() for n in a.norms.split(",") if n.strip()]
-    results, configs = [], {}
     dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
+    tunings = {"on": (True,), "off": (False,), "both": (False, True)}[a.xla_tuning]
+    model_kwargs = json.loads(a.model_kwargs)
+    results, configs = [], {}
     for norm in norms:
         for dtype in dtypes:
-            c = _config(a.config, norm, a.batch, a.patch, a.parallel)
-            c.train.compute_dtype = dtype
-            configs.setdefault(norm, c)
-            r = time_jax(c, a.steps, a.warmup)
-            results.append(r)
-            print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",
-                  flush=True)
-        c, r = configs[norm], next(x for x in results if x["norm"] == norm)
+            for tuning in tunings:
+                c = _config(a.config, norm, a.batch, a.patch, a.parallel, model_kwargs)
+                c.train.compute_dtype = dtype
+                r = time_jax(c, a.steps, a.warmup, tuning=tuning)
+                configs.setdefault(norm, (c, r))
+                results.append(r)
+                print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",
+                      flush=True)
+        c, r = configs[norm]
         if a.torch_ref:
             try:
                 t = time_torch(c, Path(a.torch_ref).expanduser(), r, a.steps, a.warmup)
@@ -298,14 +335,18 @@ def main(argv=None):
             if t is not None:
                 results.append(t)
                 print(f"[bench] {t['impl']} {norm}: {t['ms_per_step']:.1f} ms/step", flush=True)
-    c0 = configs[norms[0]]
+        for r in results:
+            r.pop("_variables", None), r.pop("_forward", None), r.pop("_model", None)  # free the memory
+    c0 = configs[norms[0]][0]
     report = dict(config=a.config, arch=c0.model.arch, batch=c0.data.batch_size, patch=c0.data.patch_size,
-                  parallel=c0.train.parallel, steps=a.steps, **device_info(),
+                  parallel=c0.train.parallel, steps=a.steps, model_kwargs=model_kwargs, **device_info(),
                   results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results])
     jax_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"] == "jax"}
     if "layernorm" in jax_ms:
         report["overhead_vs_layernorm_pct"] = {n: 100 * (ms / jax_ms["layernorm"] - 1) for n, ms in jax_ms.items()
                                                if n != "layernorm"}
+    torch_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"].startswith("torch")}
+    report["speed_vs_torch"] = {n: torch_ms[n] / jax_ms[n] for n in torch_ms if n in jax_ms}
     print(format_table(report))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -314,17 +355,21 @@ def main(argv=None):
 
 def format_table(r: dict) -> str:
     lines = [f"{r['arch']} train step: global batch {r['batch']} x {r['patch']}x{r['patch']} LR patches, "
-             f"{r['parallel']} over {r['device_count']} x {r['device']} ({r['backend']}, jax {r['jax']})",
-             f"{'impl':<28}{'norm':<11}{'params':>10}{'compile s':>11}{'ms/step':>10}{'steps/s':>9}"
-             f"{'patches/s':>11}"]
+             f"{r['parallel']} over {r['device_count']} x {r['device']} ({r['backend']}, jax {r['jax']})"
+             + (f", model options {r['model_kwargs']}" if r.get("model_kwargs") else ""),
+             f"{'impl':<28}{'norm':<11}{'params':>12}{'compile s':>11}{'ms/step':>10}{'steps/s':>9}"
+             f"{'patches/s':>11}{'temp GiB':>10}"]
     for x in r["results"]:
-        lines.append(f"{x['impl']:<28}{x['norm']:<11}{x['params']:>10,}{x['compile_s']:>11.2f}"
-                     f"{x['ms_per_step']:>10.1f}{x['steps_per_s']:>9.2f}{x['patches_per_s']:>11.1f}")
+        temp = f"{x['temp_gib']:>10.2f}" if "temp_gib" in x else f"{'-':>10}"
+        lines.append(f"{x['impl']:<28}{x['norm']:<11}{x['params']:>12,}{x['compile_s']:>11.2f}"
+                     f"{x['ms_per_step']:>10.1f}{x['steps_per_s']:>9.3f}{x['patches_per_s']:>11.2f}{temp}")
         if "forward_max_abs_diff_vs_jax" in x:
             lines.append(f"{'':<28}(forward max |torch - jax| = {x['forward_max_abs_diff_vs_jax']:.2e}; "
                          f"'compile s' = first step)")
     for n, pct in r.get("overhead_vs_layernorm_pct", {}).items():
         lines.append(f"step-time overhead of {n} vs layernorm: {pct:+.1f}%")
+    for n, ratio in r.get("speed_vs_torch", {}).items():
+        lines.append(f"{n}: iln_jax runs at {ratio:.2f}x the official PyTorch model's speed")
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax import xla_options
 from iln_jax.models import scan_layout
 
 LEVELS = ("blocks", "groups", "all")
@@ -196,7 +197,7 @@ def make_diagnostics_fn(model, *, level: str = "blocks", max_images: int = 4,
     if unknown:
         raise ValueError(f"Unknown stats {sorted(unknown)}; valid: {', '.join(STATS)}")
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=xla_options.tuned())
     def compute(variables, lq):
         per_block = block_stats(model, variables, lq[:max_images], level=level)
         return {f"{name}/{s}": v[s] for name, v in per_block.items() for s in stats}

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.errors import IlnJaxError
+from iln_jax import xla_options
 from iln_jax.inference import ensemble, precision as precision_lib, tiling
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ class Restorer:
             key = (repr(self.module), _signature(self.variables), shape)
             if key not in _EXECUTABLES:
                 x = jax.ShapeDtypeStruct(shape, jnp.float32)
-                compiled = self._fn.lower(self.variables, x).compile()
+                compiled = self._fn.lower(self.variables, x).compile(xla_options.tuned())
                 _EXECUTABLES[key] = (compiled, planned_bytes(compiled))
             self._compiled[shape], self.planned[shape] = _EXECUTABLES[key]
         return self._compiled[shape]

@@ -66,7 +66,8 @@ class DropPath(nn.Module):
         keep = 1.0 - self.rate
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+        # A multiply by the (B,1,..) mask fuses into the producer; a select materialised full-size broadcasts.
+        return (x / keep) * mask.astype(x.dtype)
 
 
 class Mlp(nn.Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -130,13 +131,34 @@ def overlapping_window_partition(x: jnp.ndarray, window_size: int, overlap_size:
     Equals ``nn.Unfold(wse, stride=ws, padding=(wse - ws) // 2)`` followed by HAT's rearrange: the
     border is *zero*-padded (callers pass the projected keys/values, so padded keys are 0, not a
     projection of 0), and windows come batch-major then row-major, as :func:`to_windows`.
+    Built from pads, reshapes and slices (no gather), so its gradient is a sum of slices rather
+    than a scatter.
     """
     b, h, w, c = x.shape
     ws, wse = window_size, overlap_size
+    x = _overlapping_blocks(x, 1, ws, wse)  # (B, nh, wse, W, C)
+    x = _overlapping_blocks(x, 3, ws, wse)  # (B, nh, wse, nw, wse, C)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, wse * wse, c)
+
+
+def _overlapping_blocks(x: jnp.ndarray, axis: int, ws: int, wse: int) -> jnp.ndarray:
+    """Split ``axis`` (a multiple of ``ws``) into (n / ws, wse) overlapping, zero-padded windows.
+
+    After padding ``pad = (wse - ws) / 2`` in front, window ``i`` is rows ``[i ws, i ws + wse)``:
+    block ``i`` of the ws-row blocks followed by the first ``2 pad`` rows of block ``i + 1``.
+    """
     pad = (wse - ws) // 2
-    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    rows = (jnp.arange(h // ws)[:, None] * ws + jnp.arange(wse)[None]).reshape(-1)
-    cols = (jnp.arange(w // ws)[:, None] * ws + jnp.arange(wse)[None]).reshape(-1)
-    x = jnp.take(jnp.take(x, rows, axis=1), cols, axis=2)  # (B, nh * wse, nw * wse, C)
-    x = x.reshape(b, h // ws, wse, w // ws, wse, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wse * wse, c)
+    n = x.shape[axis]
+    if 2 * pad > ws:  # wider than a block on each side: gather
+        idx = (jnp.arange(n // ws)[:, None] * ws + jnp.arange(wse)[None]).reshape(-1)
+        padding = [(0, 0)] * x.ndim
+        padding[axis] = (pad, pad)
+        x = jnp.take(jnp.pad(x, padding), idx, axis=axis)
+        return x.reshape(*x.shape[:axis], n // ws, wse, *x.shape[axis + 1:])
+    padding = [(0, 0)] * x.ndim
+    padding[axis] = (pad, ws - pad)
+    x = jnp.pad(x, padding)
+    blocks = x.reshape(*x.shape[:axis], n // ws + 1, ws, *x.shape[axis + 1:])
+    head = jax.lax.slice_in_dim(blocks, 0, n // ws, axis=axis)
+    tail = jax.lax.slice_in_dim(jax.lax.slice_in_dim(blocks, 1, n // ws + 1, axis=axis), 0, 2 * pad, axis=axis + 1)
+    return jnp.concatenate([head, tail], axis=axis + 1)

@@ -44,7 +44,7 @@ import ml_collections
 
 from iln_jax import analysis
 from iln_jax import data as data_lib
-from iln_jax import models
+from iln_jax import models, xla_options
 from iln_jax.data.config import effective_scale
 from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
 from iln_jax.train import optim, resume
@@ -52,9 +52,9 @@ from iln_jax.train.checkpoint import Checkpointer, storage_reason
 from iln_jax.train.orbax_noise import quiet_orbax_errors
 from iln_jax.train.configs import validate_config
 from iln_jax.train.logging import MetricWriter, Progress
-from iln_jax.train.parallel import DataParallel, fast_compile_options
+from iln_jax.train.parallel import DataParallel
 from iln_jax.train.phases import Phase, phase_at, training_phases
-from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count
+from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count, relayout_state
 from iln_jax.train.step import train_step
 from iln_jax.train.preemption import PreemptionGuard
 from iln_jax.train.validate import Validator
@@ -130,7 +130,8 @@ class _Trainer:
             origin = "from scratch"
             if self.config.train.get("init_from"):
                 state, source, notes = resume.init_from_weights(self.config.train.init_from, state,
-                                                                workdir=self.workdir, config=self.config_dict)
+                                                                workdir=self.workdir, config=self.config_dict,
+                                                                model=self.model)
                 origin = f"from the weights of {source}"
                 if notes:
                     self.say(f"[iln_jax] init_from: this run's model differs from {source}'s in: " + "; ".join(notes))
@@ -139,7 +140,13 @@ class _Trainer:
         if saved is None and (self.workdir / "config.json").is_file():
             saved = json.loads((self.workdir / "config.json").read_text())
         changes = resume.check_resume_config(saved, self.config_dict, workdir=self.workdir, step=step)
-        abstract = self.parallel.abstract_state(self.create_state)
+        saved_layout = resume.saved_scan_layers(saved)
+        saved_model = self.model
+        if saved_layout is not None and saved_layout != bool(self.model.scan_layers):
+            saved_model = self.model.clone(scan_layers=saved_layout)  # restore as saved, then convert
+        create = functools.partial(self.create_state.func, saved_model, *self.create_state.args[1:],
+                                   **self.create_state.keywords)
+        abstract = self.parallel.abstract_state(create)
         resume.check_state_tree(ckpt.state_metadata(step), abstract, workdir=self.workdir, step=step)
         ckpt.set_aside_broken()
         if changes:
@@ -154,6 +161,12 @@ class _Trainer:
         except BaseException:
             _close(data_iter)
             raise
+        if saved_model is not self.model:
+            state = jax.jit(functools.partial(relayout_state, source_model=saved_model, target_model=self.model),
+                            out_shardings=self.parallel.replicated)(state)
+            layouts = {True: "scanned", False: "unrolled"}
+            self.say(f"[iln_jax] checkpoint step {step} holds the {layouts[saved_layout]} layout: converted to "
+                     f"the {layouts[not saved_layout]} one (scan_layers={not saved_layout})")
         return state, step, phase, data_iter, f"resuming from step {step}"
 
     def compile_step(self, state, batch):
@@ -167,7 +180,7 @@ class _Trainer:
         step_fn = self.parallel.compile(fn)
         if self.parallel.mode == "pmap":
             return step_fn, None
-        options = fast_compile_options() if self.config.train.fast_compile else {}
+        options = xla_options.compiler_options(fast=self.config.train.fast_compile)
         t0 = time.perf_counter()
         compiled = step_fn.lower(state, batch).compile(options)
         return compiled, time.perf_counter() - t0
@@ -198,7 +211,7 @@ class _Trainer:
                          crop_border=c.eval.crop_border if c.eval.crop_border >= 0 else (scale if scale > 1 else 0),
                          test_y_channel=c.eval.test_y_channel, bucket=c.eval.bucket,
                          save_images=c.eval.save_images, image_dir=self.workdir / "images",
-                         compiler_options=fast_compile_options() if c.train.fast_compile else None)
+                         compiler_options=xla_options.compiler_options(fast=c.train.fast_compile))
 
 
 def _close(data_iter) -> None:

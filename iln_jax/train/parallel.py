@@ -29,14 +29,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from iln_jax import xla_options
+
 MODES = ("mesh", "pmap")
 
 
-def fast_compile_options() -> dict:
-    """XLA options that trade run time for compile time (CPU only; empty elsewhere)."""
-    if jax.default_backend() != "cpu":
-        return {}
-    return {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 PMAP_AXIS = "batch"
 
 
@@ -99,7 +96,7 @@ class DataParallel:
         compile of thousands of threefry ops takes several times longer than the init itself.
         """
         lowered = jax.jit(create_fn, out_shardings=self.replicated).lower()
-        return lowered.compile(fast_compile_options())()
+        return lowered.compile(xla_options.fast_compile())()
 
     def abstract_state(self, create_fn: Callable[[], Any]) -> Any:
         shapes = jax.eval_shape(create_fn)

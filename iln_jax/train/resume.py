@@ -3,8 +3,8 @@
 **Resuming** its own work directory: the config saved with the checkpoint is compared with the
 new one first. Keys that change the model or what its weights mean (:data:`MODEL_KEYS`: the
 architecture, norm and every constructor argument except the compute-only ones (rematerialisation,
-the attention implementation),
-the task, channels, and the scale / noise level / JPEG quality of the task) refuse with one line per
+the attention implementation) and the variable layout (``scan_layers``: the restored state is
+converted to the new layout, exactly), the task, channels, and the scale / noise level / JPEG quality of the task) refuse with one line per
 key and what to do instead; every other change (schedule,
 steps, logging, evaluation, data loading) is allowed, printed, and appended to
 ``<workdir>/config_changes.jsonl`` (``config.json`` then holds the new config). The saved state's
@@ -36,6 +36,9 @@ from iln_jax.errors import CheckpointError, ConfigError, ResumeConfigError
 MODEL_KEYS = ("model", "data.task", "data.scale", "data.channels", "data.noise_sigma", "data.jpeg_quality")
 # Model arguments that change how the forward pass is computed, not the weights.
 COMPUTE_ONLY_KEYS = ("model.kwargs.use_checkpoint", "model.kwargs.remat_policy", "model.kwargs.attention_impl")
+# Model arguments that change how the weights are laid out, not what they are: the restored state
+# is converted (``iln_jax.train.state.relayout_state``).
+LAYOUT_KEYS = ("model.kwargs.scan_layers",)
 # Degradation keys that only matter for one task.
 _TASK_OF_KEY = {"data.scale": "sr", "data.noise_sigma": "dn", "data.jpeg_quality": "car"}
 CHANGES_FILE = "config_changes.jsonl"
@@ -60,7 +63,7 @@ def config_changes(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
 
 def is_model_key(key: str, task: Optional[str] = None) -> bool:
     """Whether changing ``key`` changes the model or what its weights mean (for ``task``)."""
-    if key in COMPUTE_ONLY_KEYS or (task is not None and _TASK_OF_KEY.get(key, task) != task):
+    if key in COMPUTE_ONLY_KEYS + LAYOUT_KEYS or (task is not None and _TASK_OF_KEY.get(key, task) != task):
         return False
     return any(key == k or key.startswith(k + ".") for k in MODEL_KEYS)
 
@@ -142,9 +145,12 @@ def parse_init_from(spec: str) -> tuple[str, Optional[int]]:
     return spec, None
 
 
-def init_from_weights(spec: str, state, *, workdir: Path, config: dict):
+def init_from_weights(spec: str, state, *, workdir: Path, config: dict, model=None):
     """``(state with params / EMA / model state copied from the checkpoint spec, description of
-    the source, the model keys in which this config differs from the source run's)``."""
+    the source, the model keys in which this config differs from the source run's)``.
+
+    With ``model`` given, weights saved in the other variable layout (``scan_layers``) are
+    converted to this model's."""
     from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_state
 
     path, step = parse_init_from(spec)
@@ -154,6 +160,10 @@ def init_from_weights(spec: str, state, *, workdir: Path, config: dict):
     if not source.exists():
         raise CheckpointError(f"train.init_from={spec!r}: {source} does not exist")
     saved, step = load_state(source, step)
+    source_config = load_config(source, step) or {}
+    source_layout = saved_scan_layers(source_config)
+    if model is not None and source_layout is not None and source_layout != bool(model.scan_layers):
+        saved = _relayout_saved(saved, model.clone(scan_layers=source_layout), model, spec)
     params = _copy_onto(state.params, saved.get("params"), spec, "params")
     ema = state.ema_params
     if ema is not None:
@@ -162,11 +172,27 @@ def init_from_weights(spec: str, state, *, workdir: Path, config: dict):
     model_state = state.model_state
     if jax.tree.leaves(model_state):
         model_state = _copy_onto(model_state, saved.get("model_state"), spec, "model_state")
-    source_config = load_config(source, step) or {}
     task = config.get("data", {}).get("task")
     notes = [change_line(*c) for c in config_changes(source_config, config)
              if is_model_key(c[0], task)] if source_config else []
     return state.replace(params=params, ema_params=ema, model_state=model_state), f"{source} step {step}", notes
+
+
+def _relayout_saved(saved: dict, source_model, target_model, spec: str) -> dict:
+    """The parameter-like entries of a saved state (host arrays) in ``target_model``'s layout."""
+    from iln_jax.models import scan_layout
+    out = dict(saved)
+    try:
+        for key in ("params", "ema_params"):
+            if saved.get(key) is not None:
+                out[key] = scan_layout.params_to_scanned(target_model,
+                                                         scan_layout.params_to_unrolled(source_model, saved[key]))
+        if jax.tree.leaves(saved.get("model_state")):
+            out["model_state"] = scan_layout.to_scanned(target_model,
+                                                        scan_layout.to_unrolled(source_model, saved["model_state"]))
+    except (KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(f"train.init_from={spec!r}: its weights do not fit this model's layers ({e})") from e
+    return out
 
 
 def _copy_onto(target, source, spec: str, what: str):
@@ -182,3 +208,10 @@ def _copy_onto(target, source, spec: str, what: str):
         value = np.asarray(have["/".join(_path_name(e) for e in path)], dtype=leaf.dtype)
         out.append(jax.make_array_from_callback(value.shape, leaf.sharding, lambda idx, v=value: v[idx]))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def saved_scan_layers(saved_config: Optional[dict]) -> Optional[bool]:
+    """The variable layout a checkpoint holds (its config's ``model.kwargs.scan_layers``)."""
+    if not saved_config:
+        return None
+    return bool(saved_config.get("model", {}).get("kwargs", {}).get("scan_layers", False))

@@ -67,3 +67,30 @@ def host_copy(tree: Any) -> Any:
     return jax.device_get(local_replica(tree))
 
 
+
+
+def relayout_state(state: TrainState, source_model: nn.Module, target_model: nn.Module) -> TrainState:
+    """``state`` of ``source_model`` in the variable layout of ``target_model`` (``scan_layers``
+    on one side, off on the other): parameters, EMA, every parameter-shaped optimizer tree (Adam's
+    moments) and the model state, stacked or unstacked (``iln_jax.models.scan_layout``). Exact."""
+    from iln_jax.models import scan_layout
+
+    if scan_layout.is_scanned(source_model) == scan_layout.is_scanned(target_model):
+        return state
+    structure = jax.tree.structure(state.params)
+
+    def is_params(node) -> bool:
+        return isinstance(node, dict) and jax.tree.structure(node) == structure
+
+    def convert(node):
+        if not is_params(node):
+            return node
+        return scan_layout.params_to_scanned(target_model, scan_layout.params_to_unrolled(source_model, node))
+
+    model_state = state.model_state
+    if jax.tree.leaves(model_state):
+        model_state = scan_layout.to_scanned(target_model, scan_layout.to_unrolled(source_model, model_state))
+    return state.replace(params=convert(state.params),
+                         ema_params=None if state.ema_params is None else convert(state.ema_params),
+                         opt_state=jax.tree.map(convert, state.opt_state, is_leaf=is_params),
+                         model_state=model_state)
