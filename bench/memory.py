@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from train_step import _config, device_info, time_jax  # noqa: E402
+from train_step import _config, device_info, interleave_rounds, time_jax  # noqa: E402
 
 MODELS = {
     "swinir-m": "configs/swinir.py:task=sr,scale=4",
@@ -44,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--patch", type=int, default=64, help="LR patch size")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=2, help="timing rounds, interleaved over one model's policies")
     p.add_argument("--no-time", action="store_true", help="only compile and report memory")
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
@@ -57,23 +59,28 @@ def measure(spec: str, norm: str, batch: int, patch: int, scan: bool, policy: st
     r = time_jax(c, steps if timed else 0, warmup if timed else 0)
     if not timed:
         r["ms_per_step"] = r["steps_per_s"] = r["patches_per_s"] = None
-    return {k: v for k, v in r.items() if not k.startswith("_")}
+    return {k: v for k, v in r.items() if not k.startswith("_") or k == "_run"}
 
 
 def main(argv=None):
     a = parse_args(argv)
+    load_start = os.getloadavg()
     scans = {"on": (True,), "off": (False,), "both": (False, True)}[a.scan]
     rows = []
     for name in a.models.split(","):
+        model_rows = []
         for scan in scans:
             for policy in a.policies.split(","):
                 r = measure(MODELS[name], a.norm, a.batch, a.patch, scan, policy, a.steps, a.warmup, not a.no_time)
                 r.update(model=name, scan_layers=scan, remat_policy=policy)
-                rows.append(r)
+                model_rows.append(r)
                 print(f"[memory] {name} scan={scan} {policy}: temp {r['temp_gib']:.2f} GiB, "
                       f"compile {r['compile_s']:.1f} s" + (f", {r['ms_per_step']:.0f} ms/step" if r["ms_per_step"]
                                                           else ""), flush=True)
-    report = dict(batch_per_device=a.batch, patch=a.patch, norm=a.norm, **device_info(), results=rows)
+        interleave_rounds(model_rows, a.rounds if not a.no_time else 1, a.steps)
+        rows += model_rows
+    report = dict(batch_per_device=a.batch, patch=a.patch, norm=a.norm, rounds=a.rounds, steps=a.steps,
+                  load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(), results=rows)
     print(format_table(report))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -93,6 +100,9 @@ def format_table(r: dict) -> str:
         lines.append(f"{x['model']:<10}{str(x['scan_layers']):<6}{x['remat_policy']:<16}{x['params']:>12,}"
                      f"{x['compile_s']:>11.1f}{x['temp_gib']:>10.2f}{x['argument_gib']:>10.2f}{x['output_gib']:>9.2f}"
                      f"{(f'{ms:.0f}' if ms else '-'):>10}{extra:>9}")
+    lines.append(f"ms/step: median of {r['rounds']} rounds of {r['steps']} steps, interleaved over one model's "
+                 f"configurations; 1-min load average {r['load_average_start'][0]:.2f} before, "
+                 f"{r['load_average_end'][0]:.2f} after")
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import os
 import platform
 import re
 import sys
@@ -67,7 +68,10 @@ def parse_args(argv=None):
                    '\'{"scan_layers": true, "remat_policy": "dots"}\'')
     p.add_argument("--xla-tuning", default="on", choices=("on", "off", "both"),
                    help="compile with iln_jax.xla_options.tuned() (on), without (off), or time both")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per norm")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timing rounds, interleaved over every configuration (JAX and PyTorch); the table "
+                        "gives the median round and the fastest")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     p.add_argument("--torch-ref", default=None, help="checkout of the official PyTorch repository")
     p.add_argument("--json", default=None, help="write the results here")
@@ -145,11 +149,20 @@ def time_jax(c, steps: int, warmup: int, *, tuning: bool = True) -> dict:
     for _ in range(warmup):
         state, m = fn(state, batch)
     jax.block_until_ready((state, m))
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, m = fn(state, batch)
-    jax.block_until_ready((state, m))
-    dt = (time.perf_counter() - t0) / max(steps, 1)
+    holder = {"state": state, "metrics": m}
+
+    def run(n: int) -> float:
+        """Seconds per step over ``n`` more steps (the state carries on)."""
+        st, mt = holder["state"], holder["metrics"]
+        t = time.perf_counter()
+        for _ in range(n):
+            st, mt = fn(st, batch)
+        jax.block_until_ready((st, mt))
+        holder.update(state=st, metrics=mt)
+        return (time.perf_counter() - t) / max(n, 1)
+
+    dt = run(steps) if steps else 0.0
+    state, m = holder["state"], holder["metrics"]
     impl = "jax" if c.train.compute_dtype == "float32" else f"jax {c.train.compute_dtype}"
     options_used = {k: c.model.kwargs[k] for k in ("scan_layers", "remat_policy", "attention_impl")
                     if k in c.model.kwargs}
@@ -162,6 +175,7 @@ def time_jax(c, steps: int, warmup: int, *, tuning: bool = True) -> dict:
     out["_forward"] = lambda x: np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(raw, x))
     out["_variables"] = raw
     out["_model"] = model
+    out["_run"] = run
     return out
 
 
@@ -284,15 +298,21 @@ def time_torch(c, ref: Path, jax_result: dict, steps: int, warmup: int):
     for _ in range(warmup):
         step()
     sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    sync()
-    dt = (time.perf_counter() - t0) / steps
+    last = {}
+
+    def run(n: int) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            last["loss"] = step()
+        sync()
+        return (time.perf_counter() - t) / max(n, 1)
+
+    dt = run(steps)
+    loss = last["loss"]
     return dict(impl=f"torch {torch.__version__} ({device})", norm=norm,
                 params=sum(p.numel() for p in net.parameters()), compile_s=first, ms_per_step=dt * 1e3,
                 steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt, loss=float(loss.detach()),
-                forward_max_abs_diff_vs_jax=max_diff)
+                forward_max_abs_diff_vs_jax=max_diff, _run=run)
 
 
 def device_info() -> dict:
@@ -308,8 +328,26 @@ def device_info() -> dict:
     return info
 
 
+def interleave_rounds(results: list, rounds: int, steps: int) -> None:
+    """Time every configuration ``rounds`` times, round-robin, so that a slow spell of the machine
+    hits all of them alike; each result gets its per-round times, the median and the fastest."""
+    runs = [r for r in results if "_run" in r and r["ms_per_step"]]
+    per_round = {id(r): [r["ms_per_step"]] for r in runs}
+    for _ in range(rounds - 1):
+        for r in runs:
+            per_round[id(r)].append(r["_run"](steps) * 1e3)
+    for r in runs:
+        ms = per_round[id(r)]
+        batch = r["patches_per_s"] * r["ms_per_step"] / 1e3
+        r.update(round_ms=ms, ms_per_step=float(np.median(ms)), min_ms_per_step=min(ms))
+        r.update(steps_per_s=1e3 / r["ms_per_step"], patches_per_s=batch * 1e3 / r["ms_per_step"])
+    for r in results:
+        r.pop("_run", None)
+
+
 def main(argv=None):
     a = parse_args(argv)
+    load_start = os.getloadavg()
     norms = [n.strip() for n in a.norms.split(",") if n.strip()]
     dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
     tunings = {"on": (True,), "off": (False,), "both": (False, True)}[a.xla_tuning]
@@ -337,9 +375,11 @@ def main(argv=None):
                 print(f"[bench] {t['impl']} {norm}: {t['ms_per_step']:.1f} ms/step", flush=True)
         for r in results:
             r.pop("_variables", None), r.pop("_forward", None), r.pop("_model", None)  # free the memory
+    interleave_rounds(results, a.rounds, a.steps)
     c0 = configs[norms[0]][0]
     report = dict(config=a.config, arch=c0.model.arch, batch=c0.data.batch_size, patch=c0.data.patch_size,
-                  parallel=c0.train.parallel, steps=a.steps, model_kwargs=model_kwargs, **device_info(),
+                  parallel=c0.train.parallel, steps=a.steps, rounds=a.rounds, model_kwargs=model_kwargs,
+                  load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(),
                   results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results])
     jax_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"] == "jax"}
     if "layernorm" in jax_ms:
@@ -357,15 +397,19 @@ def format_table(r: dict) -> str:
     lines = [f"{r['arch']} train step: global batch {r['batch']} x {r['patch']}x{r['patch']} LR patches, "
              f"{r['parallel']} over {r['device_count']} x {r['device']} ({r['backend']}, jax {r['jax']})"
              + (f", model options {r['model_kwargs']}" if r.get("model_kwargs") else ""),
-             f"{'impl':<28}{'norm':<11}{'params':>12}{'compile s':>11}{'ms/step':>10}{'steps/s':>9}"
+             f"{'impl':<28}{'norm':<11}{'params':>12}{'compile s':>11}{'ms/step':>10}{'min ms':>9}{'steps/s':>9}"
              f"{'patches/s':>11}{'temp GiB':>10}"]
     for x in r["results"]:
         temp = f"{x['temp_gib']:>10.2f}" if "temp_gib" in x else f"{'-':>10}"
         lines.append(f"{x['impl']:<28}{x['norm']:<11}{x['params']:>12,}{x['compile_s']:>11.2f}"
-                     f"{x['ms_per_step']:>10.1f}{x['steps_per_s']:>9.3f}{x['patches_per_s']:>11.2f}{temp}")
+                     f"{x['ms_per_step']:>10.1f}{x.get('min_ms_per_step', x['ms_per_step']):>9.1f}"
+                     f"{x['steps_per_s']:>9.3f}{x['patches_per_s']:>11.2f}{temp}")
         if "forward_max_abs_diff_vs_jax" in x:
             lines.append(f"{'':<28}(forward max |torch - jax| = {x['forward_max_abs_diff_vs_jax']:.2e}; "
                          f"'compile s' = first step)")
+    if "load_average_start" in r:
+        lines.append(f"ms/step: median of {r['rounds']} interleaved rounds of {r['steps']} steps; 1-min load average "
+                     f"{r['load_average_start'][0]:.2f} before, {r['load_average_end'][0]:.2f} after")
     for n, pct in r.get("overhead_vs_layernorm_pct", {}).items():
         lines.append(f"step-time overhead of {n} vs layernorm: {pct:+.1f}%")
     for n, ratio in r.get("speed_vs_torch", {}).items():
