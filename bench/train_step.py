@@ -3,7 +3,7 @@
     python bench/train_step.py --config configs/swinir.py:task=sr,scale=4 --batch 4 --patch 48 \
         --torch-ref ~/src/SwinIR --json swinir.json
     python bench/train_step.py --config configs/hat.py:variant=hat,scale=4 --batch 4 --patch 64 \
-        --torch-ref ~/src/HAT --model-kwargs '{"scan_layers": true, "remat_policy": "dots"}'
+        --torch-ref ~/src/HAT,~/src/i-LN --model-kwargs '{"scan_layers": true, "remat_policy": "dots"}'
     python bench/train_step.py --config configs/hat_mini_iln.py:scale=2 --norms iln,layernorm \
         --torch-ref ~/src/i-LN/iLN --json bench.json
 
@@ -12,8 +12,9 @@ train step (forward, L1, backward, Adam, EMA; the same function ``train.py`` run
 over all local devices in ``--parallel`` mode) and reports compile time, ms/step, steps/s and
 patches/s, plus the step-time overhead of each norm relative to LayerNorm (i-LN vs LN).
 
-``--torch-ref PATH`` points at a checkout of the official PyTorch repository (SwinIR, HAT, DRCT or
-i-LN; never part of this project). The official model is built with the same constructor
+``--torch-ref PATH[,PATH...]`` points at checkouts of the official PyTorch repositories (SwinIR, HAT,
+DRCT, i-LN; never part of this project); each norm's official class is looked for in each of them
+(HAT's LayerNorm model in the HAT repository, its i-LN model in the i-LN one). The official model is built with the same constructor
 arguments, loaded with the converted weights (``iln_jax.convert.to_torch``, strict) and its
 train step (Adam + EMA, the BasicSR loop) is timed in the same run on the same batch; the
 forward outputs of both are compared as a check that the two are the same network. Only norms
@@ -73,7 +74,7 @@ def parse_args(argv=None):
                    help="timing rounds, interleaved over every configuration (JAX and PyTorch); the table "
                         "gives the median round and the fastest")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
-    p.add_argument("--torch-ref", default=None, help="checkout of the official PyTorch repository")
+    p.add_argument("--torch-ref", default=None, help="checkout(s) of the official PyTorch repositories, comma-separated")
     p.add_argument("--json", default=None, help="write the results here")
     return p.parse_args(argv)
 
@@ -252,10 +253,10 @@ def _torch_class(ref: Path, arch: str, norm: str):
     return None
 
 
-def time_torch(c, ref: Path, jax_result: dict, steps: int, warmup: int):
+def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int):
     arch, norm = c.model.arch, c.model.norm
     torch = _install_import_shims()
-    cls = _torch_class(ref, arch, norm)
+    cls = next((k for k in (_torch_class(ref, arch, norm) for ref in refs) if k is not None), None)
     if cls is None:
         return None
     from iln_jax import convert
@@ -366,7 +367,7 @@ def main(argv=None):
         c, r = configs[norm]
         if a.torch_ref:
             try:
-                t = time_torch(c, Path(a.torch_ref).expanduser(), r, a.steps, a.warmup)
+                t = time_torch(c, [Path(x).expanduser() for x in a.torch_ref.split(",")], r, a.steps, a.warmup)
             except Exception as e:  # noqa: BLE001 - report and keep the JAX numbers
                 print(f"[bench] torch reference failed for {norm}: {type(e).__name__}: {e}", flush=True)
                 t = None

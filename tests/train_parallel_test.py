@@ -11,7 +11,7 @@ import pytest
 
 from iln_jax.train import DataParallel, build_model, create_train_state, train_step
 from iln_jax.train import optim
-from iln_jax.train.parallel import fast_compile_options
+from iln_jax.xla_options import fast_compile
 from train_util import assert_trees_close, host_tree, tiny_config
 
 STEPS = 3
@@ -48,7 +48,7 @@ def _run(setup, mode, devices):
         sharded = dp.shard_batch(b)
         if fn is None:
             fn = dp.compile(functools.partial(step, model=dp.model_for_training(model)))
-            fn = fn.lower(state, sharded).compile(fast_compile_options())
+            fn = fn.lower(state, sharded).compile(fast_compile())
         previous = state
         state, m = fn(state, sharded)
         losses.append(float(m["loss"]))

@@ -9,7 +9,7 @@ import pytest
 
 from iln_jax.train import DataParallel, build_model, create_train_state, train_step
 from iln_jax.train import optim
-from iln_jax.train.parallel import fast_compile_options
+from iln_jax.xla_options import fast_compile
 from iln_jax.train.step import fft_loss, mixup, pixel_loss
 from train_util import assert_trees_equal, host_tree, tiny_config
 
@@ -30,7 +30,7 @@ def _setup(norm: str):
     rng = np.random.default_rng(0)
     batches = [{"lq": rng.random((4, 8, 8, 3), np.float32), "gt": rng.random((4, 16, 16, 3), np.float32)}
                for _ in range(3)]
-    step = jax.jit(counted, compiler_options=fast_compile_options())
+    step = jax.jit(counted, compiler_options=fast_compile())
     return dict(config=config, state=state, step=step, traces=traces, batches=batches)
 
 
@@ -147,7 +147,7 @@ def test_other_backbones_train(spec, overrides):
     state = DataParallel("mesh", devices=jax.devices()[:1]).init_state(
         functools.partial(create_train_state, model, tx, seed=0, sample_shape=(1, p, p, 3), ema=True))
     step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, loss_cfg=config.loss,
-                                     ema_decay=config.optim.ema_decay), compiler_options=fast_compile_options())
+                                     ema_decay=config.optim.ema_decay), compiler_options=fast_compile())
     rng = np.random.default_rng(0)
     batch = {"lq": rng.random((2, p, p, 3), np.float32), "gt": rng.random((2, p * s, p * s, 3), np.float32)}
     new, metrics = step(state, batch)
@@ -172,7 +172,7 @@ def test_bfloat16_mixed_precision_keeps_float32_state_and_tracks_float32(norm):
     for dtype in ("float32", "bfloat16"):
         step = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, loss_cfg=config.loss,
                                          ema_decay=config.optim.ema_decay, compute_dtype=dtype),
-                       compiler_options=fast_compile_options())
+                       compiler_options=fast_compile())
         results[dtype] = step(state, batch)
     (s32, m32), (s16, m16) = results["float32"], results["bfloat16"]
     for tree in (s16.params, s16.ema_params, s16.opt_state, s16.model_state):
