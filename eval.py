@@ -34,6 +34,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from iln_jax import paths
 from iln_jax.errors import ConfigError, run_main
 from iln_jax.evaluation import benchmarks, cli, evaluate, tasks
 from iln_jax.evaluation.evaluate import dump_json
@@ -145,9 +146,9 @@ def main(argv=None) -> list[dict]:
     print(summary.read_text())
     if precision_reports:
         from iln_jax.evaluation.precision import format_report
-        dump_json(precision_reports, Path(args.out) / "precision_report.json")
+        dump_json(precision_reports, paths.as_path(args.out) / "precision_report.json")
         table = format_report(precision_reports, first_column="dataset")
-        (Path(args.out) / "precision_report.md").write_text(table)
+        (paths.as_path(args.out) / "precision_report.md").write_text(table)
         print(table)
     if args.diagnostics:
         from iln_jax.analysis.report import analyze_model

@@ -35,16 +35,16 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 import sys
 from typing import Callable, Optional
 
 import jax
 import ml_collections
+from etils import epath
 
 from iln_jax import analysis
 from iln_jax import data as data_lib
-from iln_jax import models, xla_options
+from iln_jax import models, paths, xla_options
 from iln_jax.data.config import effective_scale
 from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
 from iln_jax.train import optim, resume
@@ -83,7 +83,7 @@ def _config_dict(config) -> dict:
 class _Trainer:
     """The pieces of one run; ``train_and_evaluate`` wires them in order."""
 
-    def __init__(self, config, workdir: Path, model, *, lock: WorkdirLock, guard: PreemptionGuard):
+    def __init__(self, config, workdir: epath.Path, model, *, lock: WorkdirLock, guard: PreemptionGuard):
         self.config = config
         self.config_dict = _config_dict(config)
         self.workdir = workdir
@@ -225,21 +225,21 @@ def _eval_tags(config, has_ema: bool) -> list[str]:
     return ["ema" if config.eval.weights in ("ema", "both") and has_ema else "raw"]
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_text(path: epath.Path, text: str) -> None:
     try:
         path.write_text(text)
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror or e}; stopping") from None
 
 
-def _as_storage_error(e: OSError, workdir: Path) -> Optional[StorageError]:
+def _as_storage_error(e: OSError, workdir: epath.Path) -> Optional[StorageError]:
     """A write the storage refused (full disk, quota, read-only, I/O error), as a StorageError."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES):
         return StorageError(f"cannot write {e.filename or workdir}: {storage_reason(e)}; stopping")
     return None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike, *,
                        on_step: Optional[Callable[[int, TrainState], None]] = None) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its checkpoints); returns the summary.
 
@@ -250,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     Raises the errors of :mod:`iln_jax.errors` (a bad config, a busy work directory, a refused
     resume, a failed save, ...) with messages meant to be printed as they are.
     """
-    workdir = Path(workdir)
+    workdir = paths.as_path(workdir)  # a local path or a URL (gs://...): the same code path
     validate_config(config)
     model = build_model(config)
     try:

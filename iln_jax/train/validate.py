@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iln_jax import metrics
+from iln_jax import metrics, paths
 from iln_jax.data import imresize
 from iln_jax.layers.window import pad_to_multiple
 from iln_jax.train.state import local_replica
@@ -80,16 +80,15 @@ class Validator:
         return scores
 
     def _save(self, outputs, step: int, tag: str) -> None:
-        from PIL import Image
         folder = self.image_dir / f"step_{step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
         for im, out in zip(self.images, outputs):
             suffix = f"_{tag}" if tag else ""
-            Image.fromarray(metrics.to_uint8_image(out)).save(folder / f"{im['name']}{suffix}.png")
+            paths.save_png(folder / f"{im['name']}{suffix}.png", metrics.to_uint8_image(out))
         if not (self.image_dir / "reference").exists():
             ref = self.image_dir / "reference"
             ref.mkdir(parents=True, exist_ok=True)
             for im in self.images[: len(outputs)]:
-                Image.fromarray(metrics.to_uint8_image(im["gt"])).save(ref / f"{im['name']}_gt.png")
-                Image.fromarray(metrics.to_uint8_image(baseline(im["lq"], self.scale))).save(
-                    ref / f"{im['name']}_baseline.png")
+                paths.save_png(ref / f"{im['name']}_gt.png", metrics.to_uint8_image(im["gt"]))
+                paths.save_png(ref / f"{im['name']}_baseline.png",
+                               metrics.to_uint8_image(baseline(im["lq"], self.scale)))
