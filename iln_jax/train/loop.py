@@ -47,7 +47,7 @@ from iln_jax import data as data_lib
 from iln_jax import models, paths, xla_options
 from iln_jax.data.config import effective_scale
 from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
-from iln_jax.train import optim, resume
+from iln_jax.train import compile_cache, optim, resume
 from iln_jax.train.checkpoint import Checkpointer, storage_reason
 from iln_jax.train.orbax_noise import quiet_orbax_errors
 from iln_jax.train.configs import validate_config
@@ -257,6 +257,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLik
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StorageError(f"cannot create the work directory {workdir}: {e.strerror or e}") from None
+    _, cache_note = compile_cache.enable(config.train.get("compilation_cache_dir", "auto"), workdir)
+    if jax.process_index() == 0:
+        print(f"[iln_jax] {cache_note}", flush=True)
     quiet_orbax_errors()  # failures are reported once, as this project's errors
     grace = config.train.get("sigterm_grace_seconds", 60.0)
     with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace) as guard:
