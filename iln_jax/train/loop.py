@@ -21,10 +21,15 @@ because the state carries the step and the rng and the data iterator is restored
 continued run computes exactly what the uninterrupted run would have. A new run with
 ``train.init_from`` starts from another run's weights.
 
-While running: SIGTERM checkpoints the current step and returns (``preemption.py``: a loop that
-cannot get there within ``train.sigterm_grace_seconds`` is interrupted); a non-finite loss or
-gradient stops with :class:`NonFiniteLossError` naming the step, before that state could be
-checkpointed; a failed checkpoint save or log write stops with :class:`StorageError` naming
+While running, the host stays ahead of the devices: batches are transferred ``train.prefetch``
+steps ahead (``prefetch.py``), the step metrics stay on the devices until they are fetched together
+every ``train.log_every`` steps, and the preemption agreement between hosts goes through JAX's
+coordination service, not a device collective. SIGTERM checkpoints the current step and returns
+(``preemption.py``: a loop that cannot get there within ``train.sigterm_grace_seconds`` is
+interrupted); a non-finite loss or
+gradient stops with :class:`NonFiniteLossError` naming the step and the fetched window it was found
+in, before that state could be checkpointed (the metrics are always fetched and checked before a
+save); a failed checkpoint save or log write stops with :class:`StorageError` naming
 the path, keeping every checkpoint saved before. The lock is released on every way out.
 """
 from __future__ import annotations
@@ -57,6 +62,7 @@ from iln_jax.train.phases import Phase, phase_at, training_phases
 from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count, relayout_state
 from iln_jax.train.step import train_step
 from iln_jax.train.preemption import PreemptionGuard
+from iln_jax.train.prefetch import DevicePrefetcher
 from iln_jax.train.validate import Validator
 from iln_jax.train.workdir_lock import WorkdirLock
 
@@ -109,6 +115,13 @@ class _Trainer:
         """Print on the main process."""
         if self.is_main:
             print(message, flush=True)
+
+    def prefetch(self, data_iter, phase: Phase, done: int) -> DevicePrefetcher:
+        """The phase's batches, ``train.prefetch`` of them on the devices ahead of their step
+        (none read beyond the phase's last step; ``done``: the last step already trained)."""
+        last = min(phase.last_step, self.config.train.num_steps)
+        return DevicePrefetcher(data_iter, self.parallel.shard_batch, size=self.config.train.get("prefetch", 2),
+                                limit=max(0, last - done))
 
     def data_iterator(self, phase: Phase):
         """The phase's batches (its own stream: seed + phase index, see ``phases.py``)."""
@@ -296,6 +309,7 @@ def _close_all(closers: list) -> None:
 def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin: str, *, on_step,
                 t_start: float) -> dict:
     c, workdir, guard, closers = tr.config, tr.workdir, tr.guard, tr.closers
+    data_iter = tr.prefetch(data_iter, phase, start)
     closers.append(lambda: _close(data_iter))  # reads the variable: the current phase's iterator
     if tr.is_main:
         _write_text(workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
@@ -332,36 +346,39 @@ def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin
     progress = Progress(c.train.num_steps, start, enabled=tr.is_main and c.train.progress_bar)
     closers.append(progress.close)
     step_fn = None
-    pending: Optional[tuple[int, dict]] = None
+    # The metrics of the steps since the last fetch stay on the devices; one device_get fetches
+    # them every ``log_every`` steps (and before a checkpoint or a validation), so the host never
+    # waits for a step it has just dispatched.
+    pending: list[tuple[int, dict]] = []
     sums, n_sum = {}, 0
     t_log, steps_since_log, train_time, excluded = time.perf_counter(), 0, 0.0, 0.0
     step, stopped = start, None
 
-    def check(item) -> dict:
-        """Fetch a step's metrics; raise if its loss or gradient is not finite."""
-        s, m = item
-        m = {k: float(v) for k, v in jax.device_get(m).items()}
-        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            checkpointer.wait()
-            last = checkpointer.latest_step()
-            where = (f"The last good checkpoint is step {last} in {checkpointer.directory}" if last is not None else
-                     "No checkpoint was saved yet (re-running starts from scratch)")
-            raise NonFiniteLossError(
-                f"Non-finite training loss at step {s} (loss={m['loss']}, grad_norm={m['grad_norm']}); "
-                f"stopping. {where}. Lower optim.lr, add warmup (optim.warmup_steps) or clip gradients "
-                f"(optim.grad_clip)")
-        return m
+    def check(fetched: list[tuple[int, dict]]) -> None:
+        """Raise if a fetched step's loss or gradient is not finite (the first such step)."""
+        for s, m in fetched:
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                checkpointer.wait()
+                last = checkpointer.latest_step()
+                where = (f"The last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
+                         else "No checkpoint was saved yet (re-running starts from scratch)")
+                window = (f"steps {fetched[0][0]}-{fetched[-1][0]}" if len(fetched) > 1 else f"step {s}")
+                raise NonFiniteLossError(
+                    f"Non-finite training loss at step {s} (loss={m['loss']}, grad_norm={m['grad_norm']}; the first "
+                    f"non-finite one of {window}, whose metrics were fetched together); stopping. {where}. "
+                    f"Lower optim.lr, add warmup (optim.warmup_steps) or clip gradients (optim.grad_clip)")
 
-    def flush_pending():
-        nonlocal pending, n_sum
-        if pending is not None:
-            m = check(pending)
+    def flush_pending() -> None:
+        nonlocal n_sum
+        if not pending:
+            return
+        fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
+        pending.clear()
+        check(fetched)
+        for _, m in fetched:
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_sum += 1
-            pending = None
-            return m
-        return None
 
     def validate(at_step: int) -> dict:
         out = {}
@@ -385,20 +402,18 @@ def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin
             if not phase.contains(step):  # the next progressive phase: new patch/batch size
                 _close(data_iter)
                 phase = phase_at(tr.phases, step)
-                data_iter = tr.data_iterator(phase)
+                data_iter = tr.prefetch(tr.data_iterator(phase), phase, step - 1)
                 step_fn = None
                 progress.write(f"[iln_jax] step {step}: phase {phase.index + 1}/{len(tr.phases)}, "
                                f"{phase.gt_size} px patches, batch {phase.batch_size}")
-            local_batch = next(data_iter)
-            batch = tr.parallel.shard_batch(local_batch)
+            local_batch, batch = next(data_iter)  # already on the devices (prefetch.py)
             if step_fn is None:
                 t_compile = time.perf_counter()
                 step_fn, compile_s = tr.compile_step(state, batch)
                 summary["compile_seconds"] += compile_s or 0.0
                 excluded += time.perf_counter() - t_compile
             state, metrics = step_fn(state, batch)
-            flush_pending()  # the previous step's metrics: one step in flight keeps devices busy
-            pending = (step, metrics)
+            pending.append((step, metrics))
             steps_since_log += 1
             last = step == c.train.num_steps
             if step % c.train.log_every == 0 or last:
