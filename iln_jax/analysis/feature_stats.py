@@ -204,7 +204,9 @@ def make_diagnostics_fn(model, *, level: str = "blocks", max_images: int = 4,
     names = _forward_order_cache(model, level)
 
     def diag(variables, lq):
-        order = [f"{n}/{s}" for n in names(variables, lq[:max_images]) for s in stats]
+        # The order from the shape alone: ``lq`` may be a batch sharded over several processes.
+        first = jax.ShapeDtypeStruct((min(max_images, lq.shape[0]), *lq.shape[1:]), lq.dtype)
+        order = [f"{n}/{s}" for n in names(variables, first) for s in stats]
         return _reorder(compute(variables, lq), order)
     return diag
 

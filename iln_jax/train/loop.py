@@ -198,29 +198,38 @@ class _Trainer:
         compiled = step_fn.lower(state, batch).compile(options)
         return compiled, time.perf_counter() - t0
 
-    def diagnostics(self, start: int) -> Optional[Callable[[int, TrainState, dict], None]]:
-        """``record(step, state, local_batch)``: the paper's per-block statistics into
-        ``diagnostics.jsonl``. Main process only, on its own replica and inputs (no collective),
-        so it costs one small forward pass every ``train.diagnostics_every`` steps."""
+    def diagnostics(self, start: int) -> Optional[Callable[[int, TrainState, dict, object], None]]:
+        """``record(step, state, local_batch, batch)``: the paper's per-block statistics of the
+        first ``train.diagnostics_images`` inputs of the global batch into ``diagnostics.jsonl``,
+        one small forward pass every ``train.diagnostics_every`` steps. ``mesh``: on the mesh, by
+        every process, on the batch already on the devices; ``pmap``: process 0 on its replica."""
         every = self.config.train.diagnostics_every
-        if not self.is_main or every <= 0:
+        on_mesh = self.parallel.mode == "mesh"
+        if every <= 0 or not (self.is_main or on_mesh):
             return None
-        diag_fn = analysis.make_diagnostics_fn(self.model, max_images=self.config.train.diagnostics_images)
-        diag_log = analysis.DiagnosticsLog(self.workdir, resume_step=start)
+        n = self.config.train.diagnostics_images
+        diag_fn = analysis.make_diagnostics_fn(self.model, max_images=n)
+        diag_log = analysis.DiagnosticsLog(self.workdir, resume_step=start, enabled=self.is_main)
         device = jax.local_devices()[0]
 
-        def record(step: int, state: TrainState, local_batch: dict) -> None:
-            if step % every == 0:
-                lq = jax.device_put(local_batch["lq"][:self.config.train.diagnostics_images], device)
+        def record(step: int, state: TrainState, local_batch: dict, batch) -> None:
+            if step % every:
+                return
+            if on_mesh:
+                diag_log.write(step, diag_fn(state.variables("raw"), batch["lq"]))
+            else:
+                lq = jax.device_put(local_batch["lq"][:n], device)
                 diag_log.write(step, diag_fn(local_replica(state.variables("raw")), lq))
         return record
 
     def validator(self) -> Optional[Validator]:
-        if not self.is_main or self.config.eval.every < 0:
+        """Every process validates (data parallel over the mesh); process 0 writes."""
+        if self.config.eval.every < 0:
             return None
         c = self.config
         scale = effective_scale(c.data)
-        return Validator(self.model, data_lib.make_eval_set(c.data), scale=scale,
+        return Validator(self.model, data_lib.make_eval_set(c.data), scale=scale, mesh=self.parallel.mesh,
+                         write=self.is_main,
                          crop_border=c.eval.crop_border if c.eval.crop_border >= 0 else (scale if scale > 1 else 0),
                          test_y_channel=c.eval.test_y_channel, bucket=c.eval.bucket,
                          save_images=c.eval.save_images, image_dir=self.workdir / "images",
@@ -383,13 +392,14 @@ def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin
     def validate(at_step: int) -> dict:
         out = {}
         for tag in _eval_tags(c, has_ema):
-            scores = validator(state.variables(tag), at_step, tag=tag)
+            scores = validator(tr.parallel.to_canonical(state.variables(tag)), at_step, tag=tag)
             out[tag] = scores
             writer.write_scalars(at_step, {f"{tag}/psnr": scores["psnr"], f"{tag}/ssim": scores["ssim"]},
                                  split="val")
             writer.write_images(at_step, {f"{tag}/{k}": v for k, v in scores["images"].items()})
-            progress.write(f"[val] step {at_step} {tag}: PSNR {scores['psnr']:.3f} dB  SSIM {scores['ssim']:.4f}  "
-                           f"(baseline {validator.baseline['psnr']:.3f} / {validator.baseline['ssim']:.4f})")
+            if tr.is_main:
+                progress.write(f"[val] step {at_step} {tag}: PSNR {scores['psnr']:.3f} dB  SSIM {scores['ssim']:.4f}  "
+                               f"(baseline {validator.baseline['psnr']:.3f} / {validator.baseline['ssim']:.4f})")
         return out
 
     val_scores, last_row = {}, {}
@@ -432,7 +442,7 @@ def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin
                 n_sum, steps_since_log, t_log, excluded = 0, 0, time.perf_counter(), 0.0
             t_aside = time.perf_counter()  # checkpoints and validation do not count as training time
             if record_diagnostics is not None:
-                record_diagnostics(step, state, local_batch)
+                record_diagnostics(step, state, local_batch, batch)
             if step % c.train.checkpoint_every == 0 or last:
                 flush_pending()
                 checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=last)
