@@ -11,7 +11,7 @@ import pytest
 
 from iln_jax.train import DataParallel, build_model, create_train_state, train_step
 from iln_jax.train import optim
-from iln_jax.train.parallel import fast_compile_options
+from iln_jax.xla_options import fast_compile as fast_compile_options
 from train_util import assert_trees_close, host_tree, tiny_config
 
 STEPS = 3

@@ -9,7 +9,7 @@ import pytest
 
 from iln_jax.train import DataParallel, build_model, create_train_state, train_step
 from iln_jax.train import optim
-from iln_jax.train.parallel import fast_compile_options
+from iln_jax.xla_options import fast_compile as fast_compile_options
 from iln_jax.train.step import fft_loss, mixup, pixel_loss
 from train_util import assert_trees_equal, host_tree, tiny_config
 
