@@ -26,11 +26,11 @@ steps ahead (``prefetch.py``), the step metrics stay on the devices until they a
 every ``train.log_every`` steps, and the preemption agreement between hosts goes through JAX's
 coordination service, not a device collective. SIGTERM checkpoints the current step and returns
 (``preemption.py``: a loop that cannot get there within ``train.sigterm_grace_seconds`` is
-interrupted); a non-finite loss or
-gradient stops with :class:`NonFiniteLossError` naming the step and the fetched window it was found
-in, before that state could be checkpointed (the metrics are always fetched and checked before a
-save); a failed checkpoint save or log write stops with :class:`StorageError` naming
-the path, keeping every checkpoint saved before. The lock is released on every way out.
+interrupted); a non-finite loss or gradient stops with :class:`NonFiniteLossError` naming the step
+and the fetched window it was found in, before that state could be checkpointed (the metrics are
+always fetched and checked before a save); a failed checkpoint save or log write stops with
+:class:`StorageError` naming the path, keeping every checkpoint saved before. The lock is released
+on every way out.
 """
 from __future__ import annotations
 
