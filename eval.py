@@ -34,6 +34,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from iln_jax import paths
 from iln_jax.errors import ConfigError, run_main
 from iln_jax.evaluation import benchmarks, cli, evaluate, tasks
 from iln_jax.evaluation.evaluate import dump_json
@@ -59,6 +60,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--out", default="eval_results", help="output folder")
     g.add_argument("--no-images", action="store_true", help="do not write restored PNGs")
     g.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("devices")
+    g.add_argument("--distributed", action="store_true",
+                   help="multi-host: call jax.distributed.initialize() (Cloud TPU pods, Slurm, ...); every process "
+                        "runs the same command, process 0 writes the outputs")
+    g.add_argument("--one-device", action="store_true",
+                   help="restore on one device (default: data parallel over every device of every process)")
     g.add_argument("--precision-report", action="store_true",
                    help="also tabulate fp16/bf16/int8/int4 vs fp32 on each dataset (precision_report.md)")
     g.add_argument("--diagnostics", action="store_true",
@@ -112,14 +119,28 @@ def _choose_bucket(name: str, eval_set: list[dict], restorer, args) -> int:
     return bucket
 
 
+def _mesh(args):
+    """All devices of all processes as one data axis (None: one device)."""
+    import jax
+    import numpy as np
+    from jax.sharding import AxisType, Mesh
+    if args.one_device or jax.device_count() == 1:
+        return None
+    return Mesh(np.asarray(jax.devices()), ("data",), axis_types=(AxisType.Auto,))
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    import jax
+    if args.distributed:
+        jax.distributed.initialize()
+    writer = jax.process_index() == 0  # every process computes, process 0 writes
     loaded = cli.load_model(args)
     t = _task_settings(args, loaded)
     conv = tasks.convention(t["task"], t["scale"], crop_border=args.crop_border)
     restorer_kw = cli.restorer_kwargs(args)
     from iln_jax.inference import Restorer
-    restorer = Restorer(loaded.module, loaded.variables, precision=args.precision, **restorer_kw)
+    restorer = Restorer(loaded.module, loaded.variables, precision=args.precision, mesh=_mesh(args), **restorer_kw)
     settings = {"model": loaded.source, "arch": loaded.arch, "norm": loaded.norm, "precision": args.precision,
                 "padding": restorer.padding, **{k: v for k, v in restorer_kw.items() if k != "padding"}, **t}
     print(f"[eval] {loaded.source}: {loaded.arch} norm={loaded.norm}, "
@@ -129,8 +150,9 @@ def main(argv=None) -> list[dict]:
     for name, eval_set in _eval_sets(args, t):
         eval_set = evaluate.measurable(eval_set, conv, dataset=name, on_bad_image=args.on_bad_image)
         restorer.bucket = _choose_bucket(name, eval_set, restorer, args)
-        result = evaluate.evaluate_dataset(restorer, eval_set, conv, dataset=name, out_dir=args.out,
-                                           save_images=not args.no_images, progress=not args.no_progress,
+        result = evaluate.evaluate_dataset(restorer, eval_set, conv, dataset=name,
+                                           out_dir=args.out if writer else None,
+                                           save_images=not args.no_images, progress=writer and not args.no_progress,
                                            settings={**settings, "bucket": restorer.bucket})
         results.append(result)
         print(f"[eval] {name}: PSNR {result['psnr']:.3f} dB, SSIM {result['ssim']:.4f} ({conv.label}); "
@@ -141,13 +163,15 @@ def main(argv=None) -> list[dict]:
             precision_reports[name] = precision_report(loaded.module, loaded.variables, eval_set, conv,
                                                        **{**restorer_kw, "bucket": restorer.bucket})
         first_images = first_images or [im["lq"] for im in eval_set]
+    if not writer:
+        return results
     summary = evaluate.write_summary(results, args.out, model=loaded.source)
     print(summary.read_text())
     if precision_reports:
         from iln_jax.evaluation.precision import format_report
-        dump_json(precision_reports, Path(args.out) / "precision_report.json")
+        dump_json(precision_reports, paths.as_path(args.out) / "precision_report.json")
         table = format_report(precision_reports, first_column="dataset")
-        (Path(args.out) / "precision_report.md").write_text(table)
+        (paths.as_path(args.out) / "precision_report.md").write_text(table)
         print(table)
     if args.diagnostics:
         from iln_jax.analysis.report import analyze_model

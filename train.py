@@ -4,8 +4,9 @@
     python train.py --config configs/swinir.py:task=sr,scale=4,norm=iln --config.data.batch_size=32
     python train.py --config configs/hat_mini_iln.py:scale=2 --workdir /data/runs/hat-mini-x2
 
-The work directory (default ``runs/<config.name>``; a local or mounted file system, shared by
-all hosts) holds checkpoints, logs and images; running the same command again resumes from its
+The work directory (default ``runs/<config.name>``; a local path, a file system shared by all
+hosts, or a URL such as ``gs://bucket/run`` with ``requirements-cloud.txt`` installed) holds
+checkpoints, logs, images and the compilation cache; running the same command again resumes from its
 newest complete checkpoint, and refuses if the model changed (see ``iln_jax/train/resume.py``).
 One run at a time per work directory (``<workdir>/LOCK``). ``--init_from=runs/a[:step]`` starts
 a new run (new --workdir) from another run's weights.

@@ -109,6 +109,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.max_to_keep = 3
     c.train.async_checkpointing = True
     c.train.progress_bar = True
+    c.train.prefetch = 2                # batches transferred to the devices ahead of their step
+    c.train.compilation_cache_dir = "auto"  # auto: <workdir>/compile_cache; a path or URL; "" = off
     c.train.fast_compile = False        # CPU: compile the step with XLA backend optimizations off
     c.train.compute_dtype = "float32"   # float32 | bfloat16 (mixed precision; float32 params/optimizer)
     # The paper's diagnostics (per-block E[x^2], channel entropy, max |x|) of the raw weights on the

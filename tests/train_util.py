@@ -17,9 +17,10 @@ WORKER = Path(__file__).resolve().parent / "train_worker.py"
 # subprocesses): a persistent compilation cache shared by all of them saves most of that.
 CACHE_DIR = os.environ.get("ILN_JAX_TEST_CACHE",
                            os.path.join(tempfile.gettempdir(), "iln_jax_test_xla_cache"))
-jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+if CACHE_DIR != "off":  # "off": a worker testing the project's own default (compile_cache_test.py)
+    jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 # The fault tests' uninterrupted reference (the ``reference_run`` fixture): 10 steps of the tiny
@@ -54,14 +55,16 @@ def worker_env(num_devices: int, cache_dir: str | None = CACHE_DIR) -> dict:
 
 def start_worker(spec: str, overrides: dict, workdir, *, num_devices: int, cache_dir=CACHE_DIR,
                  kill_at: int = 0, term_at: int = 0, coordinator: str = "", num_processes: int = 1,
-                 process_id: int = 0, dump: str = "", faults: dict | None = None) -> subprocess.Popen:
+                 process_id: int = 0, dump: str = "", faults: dict | None = None,
+                 env: dict | None = None) -> subprocess.Popen:
     """``faults``: the worker's fault-injection options, e.g. ``{"kill-after": 1.5, "block-at": 3}``."""
     args = [sys.executable, str(WORKER), "--config", spec, "--overrides", json.dumps(overrides),
             "--workdir", str(workdir), "--kill-at", str(kill_at), "--term-at", str(term_at),
             "--coordinator", coordinator, "--num-processes", str(num_processes), "--process-id", str(process_id), "--dump", str(dump)]
     for name, value in (faults or {}).items():
         args += [f"--{name}", str(value)]
-    return subprocess.Popen(args, cwd=ROOT, env=worker_env(num_devices, cache_dir), stdout=subprocess.PIPE,
+    return subprocess.Popen(args, cwd=ROOT, env={**worker_env(num_devices, cache_dir), **(env or {})},
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 

@@ -8,6 +8,7 @@ k; ``--block-at k`` blocks for ever after step k (printing ``BLOCKED``), as a lo
 ``--fill-disk-at k`` fills the work directory's file system after step k; ``--fsize-limit-at
 k:bytes`` sets RLIMIT_FSIZE after step k, so that writes growing a file past ``bytes`` fail.
 Errors of the project are printed as one line and set the exit status, as train.py does.
+``--fake-gcs DIR`` serves ``gs://`` work directories from DIR (tests/cloud_fake.py).
 """
 import argparse
 import json
@@ -66,6 +67,7 @@ def main():
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
     p.add_argument("--dump", default="", help="write this process's final params (npz) here")
+    p.add_argument("--fake-gcs", default="", help="serve gs:// from this local folder (tests/cloud_fake.py)")
     a = p.parse_args()
 
     import jax
@@ -73,6 +75,10 @@ def main():
         jax.distributed.initialize(coordinator_address=a.coordinator, num_processes=a.num_processes,
                                    process_id=a.process_id)
     from train_util import tiny_config
+    if a.fake_gcs:
+        import cloud_fake
+        import pytest
+        cloud_fake.install(pytest.MonkeyPatch(), a.fake_gcs)
     import numpy as np
     from iln_jax.errors import run_main
     from iln_jax.train import train_and_evaluate

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import flax
@@ -35,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iln_jax import xla_options
+from iln_jax import paths, xla_options
 from iln_jax.models import scan_layout
 
 LEVELS = ("blocks", "groups", "all")
@@ -205,7 +204,9 @@ def make_diagnostics_fn(model, *, level: str = "blocks", max_images: int = 4,
     names = _forward_order_cache(model, level)
 
     def diag(variables, lq):
-        order = [f"{n}/{s}" for n in names(variables, lq[:max_images]) for s in stats]
+        # The order from the shape alone: ``lq`` may be a batch sharded over several processes.
+        first = jax.ShapeDtypeStruct((min(max_images, lq.shape[0]), *lq.shape[1:]), lq.dtype)
+        order = [f"{n}/{s}" for n in names(variables, first) for s in stats]
         return _reorder(compute(variables, lq), order)
     return diag
 
@@ -223,8 +224,8 @@ class DiagnosticsLog:
 
     FILENAME = "diagnostics.jsonl"
 
-    def __init__(self, workdir: str | Path, *, resume_step: int = 0, enabled: bool = True):
-        self.path = Path(workdir) / self.FILENAME
+    def __init__(self, workdir: paths.PathLike, *, resume_step: int = 0, enabled: bool = True):
+        self.path = paths.as_path(workdir) / self.FILENAME
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,13 +239,12 @@ class DiagnosticsLog:
         row = {"step": int(step)}
         for k, v in to_host(scalars).items():
             row[k] = v if math.isfinite(v) else str(v)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        paths.append_text(self.path, json.dumps(row) + "\n")
 
 
-def read_diagnostics(path: str | Path) -> dict:
+def read_diagnostics(path: paths.PathLike) -> dict:
     """A ``diagnostics.jsonl`` as ``{"steps": (T,), "blocks": [names], "<stat>": (T, n_blocks)}``."""
-    rows = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    rows = [json.loads(ln) for ln in paths.as_path(path).read_text().splitlines() if ln.strip()]
     if not rows:
         raise ValueError(f"{path} holds no diagnostics")
     return history_from_rows(rows)

@@ -14,6 +14,7 @@ import os
 from typing import Union
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from iln_jax.errors import DataError
@@ -35,6 +36,9 @@ class BadImageError(DataError):
 
 def list_images(folder: str) -> list[str]:
     """Sorted paths of the image files directly inside ``folder`` (other files are ignored)."""
+    if "://" in os.fspath(folder):  # an object store: one listing, no per-entry type query
+        return sorted(str(p) for p in epath.Path(folder).iterdir()
+                      if not p.name.startswith(".") and p.name.lower().endswith(IMAGE_EXTENSIONS))
     return sorted(
         os.path.join(folder, entry.name)
         for entry in os.scandir(folder)
@@ -49,6 +53,8 @@ def read_image(data: ImageData, label: str, channels: int, gray: str) -> np.ndar
     colour-to-gray conversion ("y" or "luma") used when ``channels == 1``.
     """
     try:
+        if not isinstance(data, bytes) and "://" in os.fspath(data):  # gs://...: read through etils.epath
+            data = epath.Path(data).read_bytes()
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
             img.load()
             array = _to_uint8_array(img)

@@ -13,6 +13,7 @@ import os
 from typing import Optional, Sequence
 
 import numpy as np
+from etils import epath
 
 from iln_jax.data import images
 from iln_jax.errors import DataError, DataNotFoundError
@@ -60,13 +61,18 @@ def check_pair_sizes(gt_size: tuple[int, int], lq_size: tuple[int, int], scale: 
             f"should be {expected}, but it is {big_h}x{big_w}")
 
 
+def _is_dir(folder: str) -> bool:
+    """A local folder or a URL (``gs://...``, through etils.epath)."""
+    return epath.Path(folder).is_dir()
+
+
 def image_files(folder: str, task: str) -> list[str]:
     """The images of ``folder``; errors describe the layout ``task`` expects."""
-    if not os.path.isdir(folder):
+    if not _is_dir(folder):
         raise DataNotFoundError(f"data folder {folder} does not exist. Expected layout: {FOLDER_LAYOUTS[task]}")
     files = images.list_images(folder)
     if not files:
-        subdirs = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+        subdirs = sorted(p.name for p in epath.Path(folder).iterdir() if p.is_dir())
         found = f"; it contains the folders {subdirs}" if subdirs else ""
         raise DataError(f"no images ({', '.join(images.IMAGE_EXTENSIONS)}) in {folder}{found}. "
                          f"Expected layout: {FOLDER_LAYOUTS[task]}")
@@ -119,10 +125,10 @@ class FolderSource:
                      gray: str) -> "FolderSource":
         """Build from a task's folder layout (deraining reads ``root/input`` + ``root/target``)."""
         if task == "dr" and lr_root is None:
-            if not os.path.isdir(root):
+            if not _is_dir(root):
                 raise DataNotFoundError(f"data folder {root} does not exist. Expected layout: {FOLDER_LAYOUTS[task]}")
             lr_root, root = os.path.join(root, "input"), os.path.join(root, "target")
-            if not (os.path.isdir(root) and os.path.isdir(lr_root)):
+            if not (_is_dir(root) and _is_dir(lr_root)):
                 raise DataNotFoundError(f"{os.path.dirname(root)} lacks input/ and target/ subfolders. "
                                         f"Expected layout: {FOLDER_LAYOUTS[task]}")
         gt_files = image_files(root, task)

@@ -169,7 +169,7 @@ def open_source(name: str, data_dir: str, *, manual_dir: Optional[str], channels
 
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
     """Write the ArrayRecord files of ``builder`` from the folders in ``manual_dir``."""
-    if not os.path.isdir(manual_dir):
+    if not epath.Path(manual_dir).is_dir():
         raise DataNotFoundError(f"manual_dir {manual_dir} does not exist. {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     builder.download_and_prepare(
         file_format="array_record",

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from etils import epath
+
 from iln_jax import data as data_lib
 from iln_jax.evaluation.tasks import BENCHMARKS
 from iln_jax.errors import DataNotFoundError
@@ -27,29 +29,31 @@ _CLEAN_SUBDIRS = ("HR", "GT", "target", "gt", "hr", "clean")
 
 def _child(folder: str, name: str) -> Optional[str]:
     """``folder/name`` matched case-insensitively, or None."""
-    if not os.path.isdir(folder):
+    if not _is_dir(folder):
         return None
     exact = os.path.join(folder, name)
-    if os.path.isdir(exact):
+    if _is_dir(exact):
         return exact
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_dir() and entry.name.lower() == name.lower():
-                return entry.path
+    for entry in epath.Path(folder).iterdir():
+        if entry.name.lower() == name.lower() and entry.is_dir():
+            return os.path.join(folder, entry.name)
     return None
+
+
+def _is_dir(folder: str) -> bool:
+    return epath.Path(folder).is_dir()  # local or gs://...
 
 
 def resolve_dataset(root: Optional[str], name_or_path: str) -> tuple[str, str]:
     """``(dataset name, folder)`` for a name under ``root`` (or a path to the folder itself)."""
-    if os.path.isdir(name_or_path):
+    if _is_dir(name_or_path):
         return os.path.basename(os.path.normpath(name_or_path)), name_or_path
     found = _child(root, name_or_path) if root else None
     if found is None:
         where = f"under {root}" if root else "(give --data-root, or a path)"
         have = []
-        if root and os.path.isdir(root):
-            with os.scandir(root) as entries:
-                have = sorted(e.name for e in entries if e.is_dir())
+        if root and _is_dir(root):
+            have = sorted(e.name for e in epath.Path(root).iterdir() if e.is_dir())
         shown = ", ".join(have[:12]) + (f", ... ({len(have) - 12} more)" if len(have) > 12 else "")
         raise DataNotFoundError(f"Benchmark folder {name_or_path!r} not found {where}"
                                 + (f"; it contains {shown}" if have else ""))

@@ -14,12 +14,12 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from etils import epath
 
-from iln_jax import metrics
+from iln_jax import metrics, paths
 from iln_jax.evaluation.tasks import Convention
 from iln_jax.errors import DataError
 from iln_jax.inference.precision import nonfinite_pixels
@@ -81,12 +81,12 @@ def _mean(rows: list[dict], key: str) -> Optional[float]:
 
 
 def evaluate_dataset(restorer, eval_set: list[dict], conv: Convention, *, dataset: str,
-                     out_dir: Optional[str | Path] = None, save_images: bool = True, with_baseline: bool = True,
+                     out_dir: Optional[paths.PathLike] = None, save_images: bool = True, with_baseline: bool = True,
                      progress: bool = True, settings: Optional[dict] = None) -> dict:
     """Restore and measure every image; write PNGs and the tables when ``out_dir`` is given."""
     if not eval_set:
         raise DataError(f"{dataset}: the evaluation set is empty (every image was skipped?)")
-    folder = Path(out_dir) / dataset if out_dir is not None else None
+    folder = paths.as_path(out_dir) / dataset if out_dir is not None else None
     if folder is not None and save_images:
         (folder / "images").mkdir(parents=True, exist_ok=True)
     bar = None
@@ -95,11 +95,15 @@ def evaluate_dataset(restorer, eval_set: list[dict], conv: Convention, *, datase
         bar = tqdm(total=len(eval_set), desc=dataset, unit="img", dynamic_ncols=True)
     rows, baseline_rows = [], []
     t_start = time.perf_counter()
+    outputs = None
+    if getattr(restorer, "mesh", None) is not None:  # data parallel: all images at once, over the mesh
+        outputs = restorer.restore_many([im["lq"] for im in eval_set])
+        per_image_seconds = (time.perf_counter() - t_start) / len(eval_set)
     try:
-        for im in eval_set:
+        for i, im in enumerate(eval_set):
             t0 = time.perf_counter()
-            out = restorer.restore(im["lq"])
-            seconds = time.perf_counter() - t0
+            out = restorer.restore(im["lq"]) if outputs is None else outputs[i]
+            seconds = time.perf_counter() - t0 if outputs is None else per_image_seconds
             gt_u8 = metrics.to_uint8_image(im["gt"])
             if out.shape != gt_u8.shape:
                 raise ValueError(f"{dataset}/{im['name']}: output {out.shape} vs target {gt_u8.shape}")
@@ -110,9 +114,8 @@ def evaluate_dataset(restorer, eval_set: list[dict], conv: Convention, *, datase
             if with_baseline:
                 baseline_rows.append(measure(quantize(baseline_output(im["lq"], conv.scale)), gt_u8, conv))
             if folder is not None and save_images:
-                from PIL import Image
-                Image.fromarray(pred_u8[..., 0] if pred_u8.shape[-1] == 1 else pred_u8).save(
-                    folder / "images" / f"{im['name']}.png")
+                paths.save_png(folder / "images" / f"{im['name']}.png",
+                               pred_u8[..., 0] if pred_u8.shape[-1] == 1 else pred_u8)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(psnr=f"{row['psnr']:.2f}")
@@ -162,7 +165,7 @@ def _jsonable(obj):
     return obj
 
 
-def dump_json(obj, path: Path) -> None:
+def dump_json(obj, path: epath.Path) -> None:
     path.write_text(json.dumps(_jsonable(obj), indent=2, default=_json_default) + "\n")
 
 
@@ -189,15 +192,15 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_result(result: dict, folder: Path) -> None:
+def write_result(result: dict, folder: epath.Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     dump_json(result, folder / "results.json")
     (folder / "results.md").write_text(markdown_table(result))
 
 
-def write_summary(results: list[dict], out_dir: str | Path, *, model: str = "") -> Path:
+def write_summary(results: list[dict], out_dir: paths.PathLike, *, model: str = "") -> epath.Path:
     """``summary.md`` / ``summary.json``: one row per dataset."""
-    out_dir = Path(out_dir)
+    out_dir = paths.as_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# Evaluation{': ' + model if model else ''}", "",
              "| dataset | task | images | PSNR | SSIM | convention | baseline PSNR | non-finite px |",

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import grain
@@ -40,6 +39,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from iln_jax import paths
 from iln_jax.errors import CheckpointError, CheckpointNotFoundError, StorageError
 from iln_jax.train import checkpoint_integrity as integrity
 from iln_jax.train.checkpoint_integrity import CONFIG, DATA, STATE, short_reason
@@ -70,16 +70,23 @@ def storage_reason(error: BaseException) -> str:
     return short_reason(error)
 
 
+def orbax_path(path: epath.Path) -> epath.Path:
+    """The path handed to Orbax, as it is: a ``gs://`` URL reaches Orbax unchanged, which writes
+    the metadata through epath and the arrays through TensorStore's own GCS driver. (Every call
+    into Orbax goes through here; the offline test maps URLs to a local mirror at this point.)"""
+    return path
+
+
 class Checkpointer:
-    def __init__(self, directory: str | Path, *, max_to_keep: int, save_every: int,
+    def __init__(self, directory: paths.PathLike, *, max_to_keep: int, save_every: int,
                  async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = paths.as_path(directory)
         self.max_to_keep = max_to_keep
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None,  # pruned here, after a newer save is known to be complete
             save_interval_steps=max(1, save_every), enable_async_checkpointing=async_save, create=True,
             cleanup_tmp_directories=True)  # half-written steps of killed runs
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(orbax_path(self.directory), options=options)
         self._in_flight: Optional[tuple[int, tuple[str, ...]]] = None
         self._last_saved: Optional[int] = None
         self._broken: list[tuple[int, str]] = []
@@ -205,13 +212,13 @@ class Checkpointer:
             broken.append((step, found))
         return None, broken
 
-    def set_aside(self, step: int, reason: str) -> Optional[Path]:
+    def set_aside(self, step: int, reason: str) -> Optional[epath.Path]:
         """Move ``<step>`` to ``<step>.corrupt-<time>`` with a note saying why (process 0)."""
         if jax.process_index() != 0:
             return None
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         target = self.directory / f"{step}{CORRUPT_MARK}{stamp}"
-        os.rename(self.directory / str(step), target)
+        (self.directory / str(step)).rename(target)
         (target / "WHY_SET_ASIDE.txt").write_text(f"{reason}\n")
         return target
 
@@ -221,7 +228,7 @@ class Checkpointer:
 
     def state_metadata(self, step: int):
         """The saved state's tree of array metadata (shapes, dtypes), without reading arrays."""
-        return ocp.StandardCheckpointHandler().metadata(epath.Path(self.directory / str(step) / STATE))
+        return ocp.StandardCheckpointHandler().metadata(orbax_path(self.directory / str(step) / STATE))
 
     def restore(self, abstract_state: Any, data_iterator=None, step: Optional[int] = None) -> tuple[Any, int]:
         """Restore ``state`` (onto the shardings in ``abstract_state``) and the iterator in place.
@@ -240,13 +247,13 @@ class Checkpointer:
         return restored[STATE], step
 
 
-def checkpoint_directory(directory: str | Path) -> Path:
+def checkpoint_directory(directory: paths.PathLike) -> epath.Path:
     """A work directory's ``checkpoints/`` folder (or ``directory`` itself when it is that folder)."""
-    directory = Path(directory).absolute()
+    directory = paths.as_path(directory)
     return directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
 
 
-def _step_numbers(directory: Path) -> list[int]:
+def _step_numbers(directory: epath.Path) -> list[int]:
     """Committed steps: directories named by a number (not ``*.orbax-checkpoint-tmp*``, not
     set aside)."""
     try:
@@ -255,7 +262,7 @@ def _step_numbers(directory: Path) -> list[int]:
         return []
 
 
-def read_config(step_dir: Path) -> Optional[dict]:
+def read_config(step_dir: epath.Path) -> Optional[dict]:
     """The config item of a step directory (None if it has none)."""
     path = step_dir / CONFIG / integrity.CONFIG_FILE
     if not path.is_file():
@@ -266,7 +273,7 @@ def read_config(step_dir: Path) -> Optional[dict]:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
 
 
-def _newest_usable(directory: Path, items: Sequence[str]) -> Optional[int]:
+def _newest_usable(directory: epath.Path, items: Sequence[str]) -> Optional[int]:
     """Read-only: the newest step of ``directory`` whose ``items`` pass the cheap checks."""
     problems = []
     for step in sorted(_step_numbers(directory), reverse=True):
@@ -281,7 +288,7 @@ def _newest_usable(directory: Path, items: Sequence[str]) -> Optional[int]:
     return None
 
 
-def load_config(directory: str | Path, step: Optional[int] = None) -> Optional[dict]:
+def load_config(directory: paths.PathLike, step: Optional[int] = None) -> Optional[dict]:
     """The run config saved with a checkpoint (the newest usable one by default), as a plain dict.
 
     Falls back to the run's ``config.json`` for checkpoints saved without one; None when neither
@@ -300,7 +307,7 @@ def load_config(directory: str | Path, step: Optional[int] = None) -> Optional[d
     return None
 
 
-def load_state(directory: str | Path, step: Optional[int] = None) -> tuple[dict, int]:
+def load_state(directory: paths.PathLike, step: Optional[int] = None) -> tuple[dict, int]:
     """The saved train state of a run as a host (numpy) tree, without building the model.
 
     ``directory`` is a work directory or its ``checkpoints/`` folder; ``step`` defaults to the
@@ -317,11 +324,11 @@ def load_state(directory: str | Path, step: Optional[int] = None) -> tuple[dict,
     if not path.is_dir():
         raise CheckpointNotFoundError(f"no checkpoint step {step} in {directory}")
     try:
-        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
+        meta = ocp.StandardCheckpointHandler().metadata(orbax_path(path))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
         with ocp.StandardCheckpointer() as ckptr:
-            restored = ckptr.restore(path, target)
+            restored = ckptr.restore(orbax_path(path), target)
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"checkpoint step {step} in {directory} cannot be read: {short_reason(e)}") from None
     return jax.tree.map(np.asarray, restored), step

@@ -21,8 +21,10 @@ Bit flips inside array data are not detected: neither Orbax nor TensorStore chec
 from __future__ import annotations
 
 import json
+import os
 import re
-from pathlib import Path
+
+from etils import epath
 from typing import Iterable, Optional
 
 STATE, DATA, CONFIG = "state", "data", "config"
@@ -35,7 +37,7 @@ def data_file(process_index: int, process_count: int) -> str:
     return f"process_{process_index}-of-{process_count}.json"
 
 
-def problem(step_dir: Path, items: Iterable[str], *, process_count: int = 1,
+def problem(step_dir: epath.Path, items: Iterable[str], *, process_count: int = 1,
             read_arrays: bool = False) -> Optional[str]:
     """What makes ``step_dir`` unusable (e.g. ``"data/process_0-of-1.json is empty"``), or None."""
     for item in items:
@@ -58,7 +60,7 @@ def problem(step_dir: Path, items: Iterable[str], *, process_count: int = 1,
     return None
 
 
-def _json_problem(path: Path, name: str) -> Optional[str]:
+def _json_problem(path: epath.Path, name: str) -> Optional[str]:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -74,7 +76,7 @@ def _json_problem(path: Path, name: str) -> Optional[str]:
     return None
 
 
-def _state_problem(state_dir: Path, read_arrays: bool) -> Optional[str]:
+def _state_problem(state_dir: epath.Path, read_arrays: bool) -> Optional[str]:
     meta = state_dir / "_METADATA"
     found = _json_problem(meta, f"{STATE}/_METADATA")
     if found:
@@ -84,12 +86,12 @@ def _state_problem(state_dir: Path, read_arrays: bool) -> Optional[str]:
     return None
 
 
-def _unreadable_array(state_dir: Path) -> Optional[str]:
+def _unreadable_array(state_dir: epath.Path) -> Optional[str]:
     """Read every key of the state's OCDBT database; the first failure, as a phrase."""
     import tensorstore as ts
 
     try:
-        kv = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{state_dir.absolute()}/"}).result()
+        kv = ts.KvStore.open({"driver": "ocdbt", "base": kvstore_url(state_dir)}).result()
         keys = kv.list().result()
     except Exception as e:  # noqa: BLE001 - any TensorStore failure means "unreadable"
         return f"{STATE}/ cannot be opened ({short_reason(e)})"
@@ -102,6 +104,12 @@ def _unreadable_array(state_dir: Path) -> Optional[str]:
         if result.state != "value":
             return f"array {key.decode(errors='replace').split('/')[0]} is missing from {STATE}/"
     return None
+
+
+def kvstore_url(directory: epath.Path) -> str:
+    """TensorStore's URL for a directory: ``gs://bucket/dir/`` (its GCS driver) or ``file:///abs/dir/``."""
+    text = str(directory).rstrip("/")
+    return text + "/" if "://" in text else f"file://{os.path.abspath(text)}/"
 
 
 def short_reason(error: BaseException, limit: int = 300) -> str:

@@ -53,7 +53,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     _choice(c.eval.weights, EVAL_WEIGHTS, "eval.weights")
     _choice(c.train.compute_dtype, tuple(COMPUTE_DTYPES), "train.compute_dtype")
     for key in ("train.num_steps", "data.batch_size", "train.log_every", "train.checkpoint_every",
-                "train.max_to_keep"):
+                "train.max_to_keep", "train.prefetch"):
         section, name = key.split(".")
         if int(c[section][name]) < 1:
             raise ConfigError(f"{key} must be >= 1, got {c[section][name]}")

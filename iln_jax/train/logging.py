@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+from etils import epath
 
+from iln_jax import paths
 from iln_jax.errors import StorageError
 
 SPLITS = ("train", "val")
@@ -61,14 +63,23 @@ class EventFile:
     from earlier files, as ``SummaryWriter(purge_step=...)`` does.
     """
 
-    def __init__(self, logdir: Path, *, purge_step: Optional[int] = None):
+    def __init__(self, logdir: epath.Path, *, purge_step: Optional[int] = None):
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         logdir.mkdir(parents=True, exist_ok=True)
         self._event = Event
-        self._writer = EventsWriter(str(logdir / "events"))
-        self.path = self._writer._file_name
+        # tensorboardX writes local files only: on an object store the event file is written to a
+        # local staging folder and uploaded whole at every flush (an object cannot be appended to).
+        self._staging = None
+        local = logdir
+        if paths.is_url(logdir):
+            import tempfile
+            self._staging = tempfile.TemporaryDirectory(prefix="iln_jax_tb_")
+            local = epath.Path(self._staging.name)
+        self._writer = EventsWriter(str(local / "events"))
+        self._local_file = self._writer._file_name
+        self.path = logdir / epath.Path(self._local_file).name
         if purge_step is not None:
             self._writer.write_event(Event(step=purge_step, wall_time=time.time(),
                                            session_log=SessionLog(status=SessionLog.START)))
@@ -86,16 +97,20 @@ class EventFile:
 
     def flush(self) -> None:
         self._writer.flush()
+        if self._staging is not None:
+            self.path.write_bytes(epath.Path(self._local_file).read_bytes())
 
     def close(self) -> None:
         self._writer.close()
+        if self._staging is not None:
+            self._staging.cleanup()
 
 
 class MetricWriter:
     @storage_errors(lambda self, workdir, **kw: f"the metric logs in {workdir}")
-    def __init__(self, workdir: str | Path, *, enabled: bool = True, resume_step: int = 0):
+    def __init__(self, workdir: paths.PathLike, *, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
-        self.workdir = Path(workdir)
+        self.workdir = paths.as_path(workdir)
         self._tb = None
         if not enabled:
             return
@@ -105,7 +120,7 @@ class MetricWriter:
         _truncate_jsonl(self.workdir / "metrics.jsonl", resume_step)
         self._tb = EventFile(self.workdir / "tb", purge_step=resume_step + 1)
 
-    def _csv_path(self, split: str) -> Path:
+    def _csv_path(self, split: str) -> epath.Path:
         return self.workdir / f"metrics_{split}.csv"
 
     @storage_errors(lambda self, *a: f"the metric logs in {self.workdir}")
@@ -118,8 +133,8 @@ class MetricWriter:
                 self._tb.add_scalar(f"{split}/{k}", v, step)
         self._tb.flush()
         _append_csv(self._csv_path(split), {"step": step, **row})
-        with open(self.workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"split": split, "step": step, "time": time.time(), **row}) + "\n")
+        paths.append_text(self.workdir / "metrics.jsonl",
+                          json.dumps({"split": split, "step": step, "time": time.time(), **row}) + "\n")
 
     @storage_errors(lambda self, *a: self._tb.path)
     def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
@@ -143,39 +158,38 @@ class MetricWriter:
                 pass
 
 
-def _append_csv(path: Path, row: dict) -> None:
+def _csv_text(header: list, rows: list[dict], *, with_header: bool = True) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, header)
+    if with_header:
+        w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _append_csv(path: epath.Path, row: dict) -> None:
     header = None
-    if path.exists() and path.stat().st_size:
-        with open(path, newline="") as f:
+    if path.exists():
+        with path.open() as f:
             header = next(csv.reader(f), None)
     if header is not None and set(row) - set(header):
         # New columns (e.g. a new eval set): rewrite with the union of the columns.
-        rows = list(csv.DictReader(open(path, newline="")))
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
         header = header + [k for k in row if k not in header]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, header)
-            w.writeheader()
-            w.writerows(rows)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, header or list(row))
-        if header is None:
-            w.writeheader()
-        w.writerow(row)
+        path.write_text(_csv_text(header, rows + [row]))
+        return
+    paths.append_text(path, _csv_text(header or list(row), [row], with_header=header is None))
 
 
-def _truncate_csv(path: Path, step: int) -> None:
+def _truncate_csv(path: epath.Path, step: int) -> None:
     if not path.exists():
         return
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = reader.fieldnames, [r for r in reader if int(r["step"]) <= step]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, header or ["step"])
-        w.writeheader()
-        w.writerows(rows)
+    reader = csv.DictReader(io.StringIO(path.read_text()))
+    header, rows = reader.fieldnames, [r for r in reader if int(r["step"]) <= step]
+    path.write_text(_csv_text(header or ["step"], rows))
 
 
-def _truncate_jsonl(path: Path, step: int) -> None:
+def _truncate_jsonl(path: epath.Path, step: int) -> None:
     if path.exists():
         lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
         path.write_text("".join(ln + "\n" for ln in lines))

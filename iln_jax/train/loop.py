@@ -21,11 +21,16 @@ because the state carries the step and the rng and the data iterator is restored
 continued run computes exactly what the uninterrupted run would have. A new run with
 ``train.init_from`` starts from another run's weights.
 
-While running: SIGTERM checkpoints the current step and returns (``preemption.py``: a loop that
-cannot get there within ``train.sigterm_grace_seconds`` is interrupted); a non-finite loss or
-gradient stops with :class:`NonFiniteLossError` naming the step, before that state could be
-checkpointed; a failed checkpoint save or log write stops with :class:`StorageError` naming
-the path, keeping every checkpoint saved before. The lock is released on every way out.
+While running, the host stays ahead of the devices: batches are transferred ``train.prefetch``
+steps ahead (``prefetch.py``), the step metrics stay on the devices until they are fetched together
+every ``train.log_every`` steps, and the preemption agreement between hosts goes through JAX's
+coordination service, not a device collective. SIGTERM checkpoints the current step and returns
+(``preemption.py``: a loop that cannot get there within ``train.sigterm_grace_seconds`` is
+interrupted); a non-finite loss or gradient stops with :class:`NonFiniteLossError` naming the step
+and the fetched window it was found in, before that state could be checkpointed (the metrics are
+always fetched and checked before a save); a failed checkpoint save or log write stops with
+:class:`StorageError` naming the path, keeping every checkpoint saved before. The lock is released
+on every way out.
 """
 from __future__ import annotations
 
@@ -35,19 +40,19 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 import sys
 from typing import Callable, Optional
 
 import jax
 import ml_collections
+from etils import epath
 
 from iln_jax import analysis
 from iln_jax import data as data_lib
-from iln_jax import models, xla_options
+from iln_jax import models, paths, xla_options
 from iln_jax.data.config import effective_scale
 from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
-from iln_jax.train import optim, resume
+from iln_jax.train import compile_cache, optim, resume
 from iln_jax.train.checkpoint import Checkpointer, storage_reason
 from iln_jax.train.orbax_noise import quiet_orbax_errors
 from iln_jax.train.configs import validate_config
@@ -57,6 +62,7 @@ from iln_jax.train.phases import Phase, phase_at, training_phases
 from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count, relayout_state
 from iln_jax.train.step import train_step
 from iln_jax.train.preemption import PreemptionGuard
+from iln_jax.train.prefetch import DevicePrefetcher
 from iln_jax.train.validate import Validator
 from iln_jax.train.workdir_lock import WorkdirLock
 
@@ -83,7 +89,7 @@ def _config_dict(config) -> dict:
 class _Trainer:
     """The pieces of one run; ``train_and_evaluate`` wires them in order."""
 
-    def __init__(self, config, workdir: Path, model, *, lock: WorkdirLock, guard: PreemptionGuard):
+    def __init__(self, config, workdir: epath.Path, model, *, lock: WorkdirLock, guard: PreemptionGuard):
         self.config = config
         self.config_dict = _config_dict(config)
         self.workdir = workdir
@@ -109,6 +115,13 @@ class _Trainer:
         """Print on the main process."""
         if self.is_main:
             print(message, flush=True)
+
+    def prefetch(self, data_iter, phase: Phase, done: int) -> DevicePrefetcher:
+        """The phase's batches, ``train.prefetch`` of them on the devices ahead of their step
+        (none read beyond the phase's last step; ``done``: the last step already trained)."""
+        last = min(phase.last_step, self.config.train.num_steps)
+        return DevicePrefetcher(data_iter, self.parallel.shard_batch, size=self.config.train.get("prefetch", 2),
+                                limit=max(0, last - done))
 
     def data_iterator(self, phase: Phase):
         """The phase's batches (its own stream: seed + phase index, see ``phases.py``)."""
@@ -185,29 +198,38 @@ class _Trainer:
         compiled = step_fn.lower(state, batch).compile(options)
         return compiled, time.perf_counter() - t0
 
-    def diagnostics(self, start: int) -> Optional[Callable[[int, TrainState, dict], None]]:
-        """``record(step, state, local_batch)``: the paper's per-block statistics into
-        ``diagnostics.jsonl``. Main process only, on its own replica and inputs (no collective),
-        so it costs one small forward pass every ``train.diagnostics_every`` steps."""
+    def diagnostics(self, start: int) -> Optional[Callable[[int, TrainState, dict, object], None]]:
+        """``record(step, state, local_batch, batch)``: the paper's per-block statistics of the
+        first ``train.diagnostics_images`` inputs of the global batch into ``diagnostics.jsonl``,
+        one small forward pass every ``train.diagnostics_every`` steps. ``mesh``: on the mesh, by
+        every process, on the batch already on the devices; ``pmap``: process 0 on its replica."""
         every = self.config.train.diagnostics_every
-        if not self.is_main or every <= 0:
+        on_mesh = self.parallel.mode == "mesh"
+        if every <= 0 or not (self.is_main or on_mesh):
             return None
-        diag_fn = analysis.make_diagnostics_fn(self.model, max_images=self.config.train.diagnostics_images)
-        diag_log = analysis.DiagnosticsLog(self.workdir, resume_step=start)
+        n = self.config.train.diagnostics_images
+        diag_fn = analysis.make_diagnostics_fn(self.model, max_images=n)
+        diag_log = analysis.DiagnosticsLog(self.workdir, resume_step=start, enabled=self.is_main)
         device = jax.local_devices()[0]
 
-        def record(step: int, state: TrainState, local_batch: dict) -> None:
-            if step % every == 0:
-                lq = jax.device_put(local_batch["lq"][:self.config.train.diagnostics_images], device)
+        def record(step: int, state: TrainState, local_batch: dict, batch) -> None:
+            if step % every:
+                return
+            if on_mesh:
+                diag_log.write(step, diag_fn(state.variables("raw"), batch["lq"]))
+            else:
+                lq = jax.device_put(local_batch["lq"][:n], device)
                 diag_log.write(step, diag_fn(local_replica(state.variables("raw")), lq))
         return record
 
     def validator(self) -> Optional[Validator]:
-        if not self.is_main or self.config.eval.every < 0:
+        """Every process validates (data parallel over the mesh); process 0 writes."""
+        if self.config.eval.every < 0:
             return None
         c = self.config
         scale = effective_scale(c.data)
-        return Validator(self.model, data_lib.make_eval_set(c.data), scale=scale,
+        return Validator(self.model, data_lib.make_eval_set(c.data), scale=scale, mesh=self.parallel.mesh,
+                         write=self.is_main,
                          crop_border=c.eval.crop_border if c.eval.crop_border >= 0 else (scale if scale > 1 else 0),
                          test_y_channel=c.eval.test_y_channel, bucket=c.eval.bucket,
                          save_images=c.eval.save_images, image_dir=self.workdir / "images",
@@ -225,21 +247,21 @@ def _eval_tags(config, has_ema: bool) -> list[str]:
     return ["ema" if config.eval.weights in ("ema", "both") and has_ema else "raw"]
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_text(path: epath.Path, text: str) -> None:
     try:
         path.write_text(text)
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror or e}; stopping") from None
 
 
-def _as_storage_error(e: OSError, workdir: Path) -> Optional[StorageError]:
+def _as_storage_error(e: OSError, workdir: epath.Path) -> Optional[StorageError]:
     """A write the storage refused (full disk, quota, read-only, I/O error), as a StorageError."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES):
         return StorageError(f"cannot write {e.filename or workdir}: {storage_reason(e)}; stopping")
     return None
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLike, *,
                        on_step: Optional[Callable[[int, TrainState], None]] = None) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its checkpoints); returns the summary.
 
@@ -250,13 +272,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     Raises the errors of :mod:`iln_jax.errors` (a bad config, a busy work directory, a refused
     resume, a failed save, ...) with messages meant to be printed as they are.
     """
-    workdir = Path(workdir)
+    workdir = paths.as_path(workdir)  # a local path or a URL (gs://...): the same code path
     validate_config(config)
     model = build_model(config)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StorageError(f"cannot create the work directory {workdir}: {e.strerror or e}") from None
+    _, cache_note = compile_cache.enable(config.train.get("compilation_cache_dir", "auto"), workdir)
+    if jax.process_index() == 0:
+        print(f"[iln_jax] {cache_note}", flush=True)
     quiet_orbax_errors()  # failures are reported once, as this project's errors
     grace = config.train.get("sigterm_grace_seconds", 60.0)
     with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace) as guard:
@@ -293,6 +318,7 @@ def _close_all(closers: list) -> None:
 def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin: str, *, on_step,
                 t_start: float) -> dict:
     c, workdir, guard, closers = tr.config, tr.workdir, tr.guard, tr.closers
+    data_iter = tr.prefetch(data_iter, phase, start)
     closers.append(lambda: _close(data_iter))  # reads the variable: the current phase's iterator
     if tr.is_main:
         _write_text(workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
@@ -329,47 +355,51 @@ def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin
     progress = Progress(c.train.num_steps, start, enabled=tr.is_main and c.train.progress_bar)
     closers.append(progress.close)
     step_fn = None
-    pending: Optional[tuple[int, dict]] = None
+    # The metrics of the steps since the last fetch stay on the devices; one device_get fetches
+    # them every ``log_every`` steps (and before a checkpoint or a validation), so the host never
+    # waits for a step it has just dispatched.
+    pending: list[tuple[int, dict]] = []
     sums, n_sum = {}, 0
     t_log, steps_since_log, train_time, excluded = time.perf_counter(), 0, 0.0, 0.0
     step, stopped = start, None
 
-    def check(item) -> dict:
-        """Fetch a step's metrics; raise if its loss or gradient is not finite."""
-        s, m = item
-        m = {k: float(v) for k, v in jax.device_get(m).items()}
-        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            checkpointer.wait()
-            last = checkpointer.latest_step()
-            where = (f"The last good checkpoint is step {last} in {checkpointer.directory}" if last is not None else
-                     "No checkpoint was saved yet (re-running starts from scratch)")
-            raise NonFiniteLossError(
-                f"Non-finite training loss at step {s} (loss={m['loss']}, grad_norm={m['grad_norm']}); "
-                f"stopping. {where}. Lower optim.lr, add warmup (optim.warmup_steps) or clip gradients "
-                f"(optim.grad_clip)")
-        return m
+    def check(fetched: list[tuple[int, dict]]) -> None:
+        """Raise if a fetched step's loss or gradient is not finite (the first such step)."""
+        for s, m in fetched:
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                checkpointer.wait()
+                last = checkpointer.latest_step()
+                where = (f"The last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
+                         else "No checkpoint was saved yet (re-running starts from scratch)")
+                window = (f"steps {fetched[0][0]}-{fetched[-1][0]}" if len(fetched) > 1 else f"step {s}")
+                raise NonFiniteLossError(
+                    f"Non-finite training loss at step {s} (loss={m['loss']}, grad_norm={m['grad_norm']}; the first "
+                    f"non-finite one of {window}, whose metrics were fetched together); stopping. {where}. "
+                    f"Lower optim.lr, add warmup (optim.warmup_steps) or clip gradients (optim.grad_clip)")
 
-    def flush_pending():
-        nonlocal pending, n_sum
-        if pending is not None:
-            m = check(pending)
+    def flush_pending() -> None:
+        nonlocal n_sum
+        if not pending:
+            return
+        fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
+        pending.clear()
+        check(fetched)
+        for _, m in fetched:
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_sum += 1
-            pending = None
-            return m
-        return None
 
     def validate(at_step: int) -> dict:
         out = {}
         for tag in _eval_tags(c, has_ema):
-            scores = validator(state.variables(tag), at_step, tag=tag)
+            scores = validator(tr.parallel.to_canonical(state.variables(tag)), at_step, tag=tag)
             out[tag] = scores
             writer.write_scalars(at_step, {f"{tag}/psnr": scores["psnr"], f"{tag}/ssim": scores["ssim"]},
                                  split="val")
             writer.write_images(at_step, {f"{tag}/{k}": v for k, v in scores["images"].items()})
-            progress.write(f"[val] step {at_step} {tag}: PSNR {scores['psnr']:.3f} dB  SSIM {scores['ssim']:.4f}  "
-                           f"(baseline {validator.baseline['psnr']:.3f} / {validator.baseline['ssim']:.4f})")
+            if tr.is_main:
+                progress.write(f"[val] step {at_step} {tag}: PSNR {scores['psnr']:.3f} dB  SSIM {scores['ssim']:.4f}  "
+                               f"(baseline {validator.baseline['psnr']:.3f} / {validator.baseline['ssim']:.4f})")
         return out
 
     val_scores, last_row = {}, {}
@@ -382,20 +412,18 @@ def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin
             if not phase.contains(step):  # the next progressive phase: new patch/batch size
                 _close(data_iter)
                 phase = phase_at(tr.phases, step)
-                data_iter = tr.data_iterator(phase)
+                data_iter = tr.prefetch(tr.data_iterator(phase), phase, step - 1)
                 step_fn = None
                 progress.write(f"[iln_jax] step {step}: phase {phase.index + 1}/{len(tr.phases)}, "
                                f"{phase.gt_size} px patches, batch {phase.batch_size}")
-            local_batch = next(data_iter)
-            batch = tr.parallel.shard_batch(local_batch)
+            local_batch, batch = next(data_iter)  # already on the devices (prefetch.py)
             if step_fn is None:
                 t_compile = time.perf_counter()
                 step_fn, compile_s = tr.compile_step(state, batch)
                 summary["compile_seconds"] += compile_s or 0.0
                 excluded += time.perf_counter() - t_compile
             state, metrics = step_fn(state, batch)
-            flush_pending()  # the previous step's metrics: one step in flight keeps devices busy
-            pending = (step, metrics)
+            pending.append((step, metrics))
             steps_since_log += 1
             last = step == c.train.num_steps
             if step % c.train.log_every == 0 or last:
@@ -414,7 +442,7 @@ def _train_loop(tr: _Trainer, state, start: int, phase: Phase, data_iter, origin
                 n_sum, steps_since_log, t_log, excluded = 0, 0, time.perf_counter(), 0.0
             t_aside = time.perf_counter()  # checkpoints and validation do not count as training time
             if record_diagnostics is not None:
-                record_diagnostics(step, state, local_batch)
+                record_diagnostics(step, state, local_batch, batch)
             if step % c.train.checkpoint_every == 0 or last:
                 flush_pending()
                 checkpointer.save(step, tr.parallel.to_canonical(state), data_iter, config_dict, force=last)

@@ -3,7 +3,9 @@
 :class:`PreemptionGuard` replaces the SIGTERM handler for the duration of a run:
 
 * the first SIGTERM sets a flag; the loop checkpoints after the current step and returns
-  (with several processes they agree on the step to stop at through an all-gather);
+  (with several processes they agree on the step to stop at every ``sync_every`` steps through
+  JAX's coordination service, host to host: nothing is queued behind the devices' work, so the
+  check does not drain the device queue as a device all-gather would);
 * if the loop has not finished that within ``grace_seconds`` (it is blocked: a hung file
   system, a stuck writer), the guard interrupts the main thread with :class:`TerminatedError`,
   whatever call it is blocked in, and the run stops without saving (losing at most the steps
@@ -16,6 +18,7 @@ release the work directory's lock.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
@@ -28,6 +31,18 @@ from jax.experimental import multihost_utils
 from iln_jax.errors import TerminatedError
 
 log = logging.getLogger(__name__)
+
+_RUNS = itertools.count()
+_VOTE_TIMEOUT_MS = 30 * 60 * 1000  # hosts are at most a few steps apart; this only stops a dead peer
+
+
+def _coordination_client():
+    """JAX's distributed-runtime client (None when jax.distributed is not initialised)."""
+    try:
+        from jax._src import distributed
+    except ImportError:
+        return None
+    return getattr(distributed.global_state, "client", None)
 
 
 class PreemptionGuard:
@@ -46,6 +61,10 @@ class PreemptionGuard:
         self._installed = False
         self._timer: Optional[threading.Timer] = None
         self._overdue = False
+        # Runs of one process are numbered alike on every process (each calls train_and_evaluate
+        # in the same order), so that the votes of two runs never mix.
+        self._run = next(_RUNS)
+        self._previous_round: Optional[int] = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -87,8 +106,22 @@ class PreemptionGuard:
     def reached(self, step: int) -> bool:
         if jax.process_count() == 1:
             return self.requested
-        # Every process must stop at the same step: agree with a (tiny) collective, every
-        # ``sync_every`` steps so that it costs nothing measurable.
+        # Every process must stop at the same step: they agree every ``sync_every`` steps.
         if step % self.sync_every:
             return False
-        return bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
+        client = _coordination_client()
+        if client is None:  # no coordination service: a device all-gather (waits for the queue)
+            return bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
+        return self._agree(client, step)
+
+    def _agree(self, client, step: int) -> bool:
+        """Whether any process got SIGTERM, through the coordination service's key-value store."""
+        me, n = jax.process_index(), jax.process_count()
+        prefix = f"iln_jax/preemption/{self._run}/"
+        client.key_value_set(f"{prefix}{step}/{me}", "1" if self.requested else "0")
+        votes = [client.blocking_key_value_get(f"{prefix}{step}/{i}", _VOTE_TIMEOUT_MS) for i in range(n)]
+        # Every process has read the votes of the round before this one: drop this process's.
+        if self._previous_round is not None:
+            client.key_value_delete(f"{prefix}{self._previous_round}/{me}")
+        self._previous_round = step
+        return "1" in votes

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import jax
 import numpy as np
 
+from iln_jax import paths
 from iln_jax.errors import CheckpointError, ConfigError, ResumeConfigError
 
 MODEL_KEYS = ("model", "data.task", "data.scale", "data.channels", "data.noise_sigma", "data.jpeg_quality")
@@ -72,7 +72,7 @@ def change_line(key: str, old, new) -> str:
     return f"{key}: {old!r} -> {new!r}"
 
 
-def check_resume_config(saved: Optional[dict], new: dict, *, workdir: Path,
+def check_resume_config(saved: Optional[dict], new: dict, *, workdir: paths.PathLike,
                         step: int) -> list[tuple[str, Any, Any]]:
     """Raise :class:`ResumeConfigError` if resuming would load the weights into another model;
     else the allowed changes (see :func:`change_line`)."""
@@ -90,11 +90,10 @@ def check_resume_config(saved: Optional[dict], new: dict, *, workdir: Path,
     return changes
 
 
-def log_config_changes(workdir: Path, step: int, changes: list[tuple[str, Any, Any]]) -> None:
+def log_config_changes(workdir: paths.PathLike, step: int, changes: list[tuple[str, Any, Any]]) -> None:
     """Append the allowed changes of a resume to ``config_changes.jsonl``."""
     record = {"step": step, "time": time.time(), "changes": {k: [old, new] for k, old, new in changes}}
-    with open(workdir / CHANGES_FILE, "a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
+    paths.append_text(paths.as_path(workdir) / CHANGES_FILE, json.dumps(record, default=str) + "\n")
 
 
 def _path_name(entry) -> str:
@@ -123,7 +122,7 @@ def tree_differences(have: dict[str, Any], want: dict[str, Any], limit: int = 6)
     return lines
 
 
-def check_state_tree(saved_metadata, abstract_state, *, workdir: Path, step: int) -> None:
+def check_state_tree(saved_metadata, abstract_state, *, workdir: paths.PathLike, step: int) -> None:
     """Refuse before restoring when the saved state's arrays do not fit this config's state."""
     lines = tree_differences(leaf_table(saved_metadata), leaf_table(abstract_state))
     if lines:
@@ -145,7 +144,7 @@ def parse_init_from(spec: str) -> tuple[str, Optional[int]]:
     return spec, None
 
 
-def init_from_weights(spec: str, state, *, workdir: Path, config: dict, model=None):
+def init_from_weights(spec: str, state, *, workdir: paths.PathLike, config: dict, model=None):
     """``(state with params / EMA / model state copied from the checkpoint spec, description of
     the source, the model keys in which this config differs from the source run's)``.
 
@@ -155,7 +154,7 @@ def init_from_weights(spec: str, state, *, workdir: Path, config: dict, model=No
 
     path, step = parse_init_from(spec)
     source = checkpoint_directory(path)
-    if source.parent.absolute() == Path(workdir).absolute():
+    if source.parent == paths.as_path(workdir):
         raise ConfigError(f"train.init_from={spec!r} is this run's own work directory; it must name another run")
     if not source.exists():
         raise CheckpointError(f"train.init_from={spec!r}: {source} does not exist")

@@ -1,28 +1,30 @@
-"""Validation on full images: jitted inference, PSNR/SSIM with the field's conventions, PNGs.
+"""Validation on full images through the one inference stack (``iln_jax.inference.Restorer``):
+data parallel over every device of every process, PSNR/SSIM with the field's conventions, PNGs.
 
-* Inference is ``jax.jit(model.apply)`` on one image at a time on one local device (every
-  process holds a full replica), compiled once per input shape and reused across validations.
-  With ``eval.bucket > 0`` inputs are first reflect-padded up to a multiple of ``bucket`` so that
-  many image sizes share a few compiled shapes (the output is cropped back); the default 0 keeps
-  the exact shapes, i.e. the model's own padding to a window multiple, as the official scripts.
+* Every process builds the same :class:`Validator` (the eval set is small and loaded everywhere) and
+  calls it at the same steps: the restorer runs the images as global batches of one image per device
+  over the training mesh (``Restorer.restore_many``), each device computing what one device would
+  for that image, so the scores equal the one-device path. Executables are compiled once per padded
+  shape and reused across validations. With ``eval.bucket > 0`` inputs are padded further, to a
+  multiple of ``lcm(bucket, window)``, so that many image sizes share a few compiled shapes (the
+  output is cropped back); the default 0 keeps the exact shapes, i.e. the model's own padding to a
+  window multiple, as the official scripts.
 * Outputs are clipped to [0, 1] and rounded to uint8 before measuring (``iln_jax.metrics``); PSNR
   and SSIM use ``crop_border`` (scale for SR) and the Y channel where the task's papers do.
 * The baseline is computed once: MATLAB bicubic upscaling of the LR input for SR, the degraded
   input itself for denoising / CAR / deraining.
+* Only the process with ``write=True`` (process 0) writes PNGs.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from iln_jax import metrics
+from iln_jax import metrics, paths
 from iln_jax.data import imresize
-from iln_jax.layers.window import pad_to_multiple
-from iln_jax.train.state import local_replica
+from iln_jax.inference.runner import Restorer
 
 
 def baseline(lq: np.ndarray, scale: int) -> np.ndarray:
@@ -35,8 +37,8 @@ def baseline(lq: np.ndarray, scale: int) -> np.ndarray:
 class Validator:
     def __init__(self, model, eval_set: list[dict], *, scale: int, crop_border: int,
                  test_y_channel: bool, bucket: int = 0, save_images: int = 0,
-                 image_dir: Optional[Path] = None,
-                 compiler_options: Optional[dict] = None):
+                 image_dir: Optional[paths.PathLike] = None,
+                 compiler_options: Optional[dict] = None, mesh: Optional[Mesh] = None, write: bool = True):
         if not eval_set:
             raise ValueError("The validation set is empty")
         self.model = model
@@ -45,9 +47,10 @@ class Validator:
         self.measure = dict(crop_border=crop_border, test_y_channel=test_y_channel)
         self.bucket = bucket
         self.save_images = save_images
-        self.image_dir = image_dir
-        self._apply = jax.jit(lambda v, x: model.apply(v, x, train=False),
-                              compiler_options=compiler_options or None)
+        self.image_dir = None if image_dir is None else paths.as_path(image_dir)
+        self.mesh = mesh
+        self.write = write
+        self.compiler_options = compiler_options
         self.baseline = self._score([baseline(im["lq"], scale) for im in eval_set])
 
     def _score(self, outputs: list[np.ndarray]) -> dict:
@@ -59,37 +62,37 @@ class Validator:
         vals = np.array(list(per_image.values()))
         return {"psnr": float(vals[:, 0].mean()), "ssim": float(vals[:, 1].mean()), "per_image": per_image}
 
+    def restorer(self, variables) -> Restorer:
+        # Cheap to build per validation: executables are cached process-wide by shape.
+        return Restorer(self.model, variables, bucket=self.bucket, mesh=self.mesh,
+                        compiler_options=self.compiler_options)
+
     def restore(self, variables, lq: np.ndarray) -> np.ndarray:
-        h, w = lq.shape[:2]
-        x = jnp.asarray(lq, jnp.float32)[None]
-        if self.bucket:
-            x = pad_to_multiple(x, self.bucket, "reflect")
-        out = self._apply(variables, x)
-        return np.asarray(out[0, : h * self.scale, : w * self.scale])
+        """One image (one device)."""
+        return Restorer(self.model, variables, bucket=self.bucket,
+                        compiler_options=self.compiler_options).restore(np.asarray(lq, np.float32))
 
     def __call__(self, variables, step: int, tag: str = "") -> dict:
         """Mean and per-image PSNR/SSIM of ``variables`` (a replicated tree); the first
         ``save_images`` outputs as uint8 (``"images"``) and as PNGs under ``image_dir``."""
-        local = local_replica(variables)
-        outputs = [self.restore(local, im["lq"]) for im in self.images]
+        outputs = self.restorer(variables).restore_many([np.asarray(im["lq"], np.float32) for im in self.images])
         scores = self._score(outputs)
         shown = outputs[: self.save_images]
         scores["images"] = {im["name"]: metrics.to_uint8_image(out) for im, out in zip(self.images, shown)}
-        if self.image_dir is not None and shown:
+        if self.image_dir is not None and shown and self.write:
             self._save(shown, step, tag)
         return scores
 
     def _save(self, outputs, step: int, tag: str) -> None:
-        from PIL import Image
         folder = self.image_dir / f"step_{step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
         for im, out in zip(self.images, outputs):
             suffix = f"_{tag}" if tag else ""
-            Image.fromarray(metrics.to_uint8_image(out)).save(folder / f"{im['name']}{suffix}.png")
+            paths.save_png(folder / f"{im['name']}{suffix}.png", metrics.to_uint8_image(out))
         if not (self.image_dir / "reference").exists():
             ref = self.image_dir / "reference"
             ref.mkdir(parents=True, exist_ok=True)
             for im in self.images[: len(outputs)]:
-                Image.fromarray(metrics.to_uint8_image(im["gt"])).save(ref / f"{im['name']}_gt.png")
-                Image.fromarray(metrics.to_uint8_image(baseline(im["lq"], self.scale))).save(
-                    ref / f"{im['name']}_baseline.png")
+                paths.save_png(ref / f"{im['name']}_gt.png", metrics.to_uint8_image(im["gt"]))
+                paths.save_png(ref / f"{im['name']}_baseline.png",
+                               metrics.to_uint8_image(baseline(im["lq"], self.scale)))

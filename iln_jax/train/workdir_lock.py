@@ -26,8 +26,17 @@ mistaken for the holder), ``boot_id`` (a rebooted machine holds nothing), ``star
   it), so every process stops with the same message when the directory is busy.
 
 Only ``_create_exclusive``, ``_read``, ``_touch``, ``_move`` and ``_remove`` touch the file
-system. On an object store (``gs://``) ``link`` becomes a conditional create
-(``if_generation_match=0``) and the heartbeat a rewrite of the record; the rules stay the same.
+system, through ``etils.epath``, so a URL work directory (``gs://...``) takes the same path. An
+object store has no ``link``, no ``utime`` and no atomic rename, so there:
+
+* the atomic create is GCS's conditional create (``if_generation_match=0``) when the
+  ``google-cloud-storage`` client is installed (``requirements-cloud.txt``); without it (other
+  stores, or a stand-in file system) it is *check, write, wait, read back*: two runs starting
+  within the same second on one URL could both read back their own record; that window is the
+  one thing not atomic there, and the heartbeat check below stops the loser at its first beat;
+* the heartbeat rewrites the record with a ``heartbeat`` time (object stores do not all report a
+  modification time), and staleness is judged from it;
+* ``_move`` is a copy + delete; reclaiming re-checks what it moved as on a local disk.
 """
 from __future__ import annotations
 
@@ -43,9 +52,12 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+from etils import epath
+
 import jax
 import numpy as np
 
+from iln_jax import paths
 from iln_jax.errors import WorkdirBusyError
 
 log = logging.getLogger(__name__)
@@ -95,8 +107,13 @@ def describe(record: Optional[dict]) -> str:
 
 # -- the file-system operations (the only ones; see the module docstring) -----------------------
 
-def _create_exclusive(path: Path, text: str) -> bool:
+URL_READBACK_SECONDS = 0.5  # the wait of the best-effort create on object stores
+
+
+def _create_exclusive(path: epath.Path, text: str) -> bool:
     """Create ``path`` holding ``text`` atomically; False if it exists."""
+    if paths.is_url(path):
+        return _create_exclusive_url(path, text)
     private = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     private.write_text(text)
     try:
@@ -108,26 +125,60 @@ def _create_exclusive(path: Path, text: str) -> bool:
         private.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> tuple[Optional[dict], float]:
-    """``(record or None if unreadable, modification time)``; FileNotFoundError if absent."""
-    mtime = path.stat().st_mtime
+def _create_exclusive_url(path: epath.Path, text: str) -> bool:
+    url = os.fspath(path)
+    if url.startswith("gs://"):
+        try:
+            from google.api_core import exceptions
+            from google.cloud import storage
+        except ImportError:
+            storage = None
+        if storage is not None:
+            bucket, _, name = url[len("gs://"):].partition("/")
+            try:
+                storage.Client().bucket(bucket).blob(name).upload_from_string(text, if_generation_match=0)
+                return True
+            except exceptions.PreconditionFailed:
+                return False
+    if path.exists():  # best effort (see the module docstring)
+        return False
+    path.write_text(text)
+    time.sleep(URL_READBACK_SECONDS)
+    try:
+        return path.read_text() == text
+    except FileNotFoundError:
+        return False
+
+
+def _read(path: epath.Path) -> tuple[Optional[dict], float]:
+    """``(record or None if unreadable, time of the last heartbeat)``; FileNotFoundError if absent."""
+    mtime = path.stat().mtime if paths.is_url(path) else os.stat(path).st_mtime
     try:
         record = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError):
         return None, mtime
-    return (record if isinstance(record, dict) else None), mtime
+    if not isinstance(record, dict):
+        return None, mtime
+    return record, float(record.get("heartbeat", mtime)) if paths.is_url(path) else mtime
 
 
-def _touch(path: Path) -> None:
-    os.utime(path)
+def _touch(path: epath.Path, record: dict) -> None:
+    if paths.is_url(path):
+        path.write_text(_record_text({**record, "heartbeat": time.time()}))
+    else:
+        os.utime(path)
 
 
-def _move(src: Path, dst: Path) -> None:
-    os.rename(src, dst)
+def _move(src: epath.Path, dst: epath.Path) -> None:
+    src.rename(dst)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: epath.Path) -> None:
     path.unlink(missing_ok=True)
+
+
+def _record_text(record: dict) -> str:
+    return json.dumps(record, indent=1) + "\n"
 
 
 # -----------------------------------------------------------------------------------------------
@@ -158,12 +209,14 @@ class WorkdirLock:
 
     def __init__(self, workdir: str | Path, *, heartbeat_seconds: float = HEARTBEAT_SECONDS,
                  stale_seconds: float = STALE_SECONDS):
-        self.path = Path(workdir) / LOCK_NAME
+        self.path = paths.as_path(workdir) / LOCK_NAME
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_seconds = stale_seconds
         self.record = {"run_id": uuid.uuid4().hex[:12], "host": socket.gethostname(), "pid": os.getpid(),
                        "pid_start": _pid_start(os.getpid()), "boot_id": _boot_id(), "started": _now(),
                        "command": " ".join(sys.argv)[:300]}
+        if paths.is_url(self.path):
+            self.record["heartbeat"] = time.time()
         self.held = False
         self.reclaimed: Optional[str] = None  # why a stale lock was taken over, if one was
         self._lost: Optional[str] = None
@@ -197,7 +250,7 @@ class WorkdirLock:
 
     def _acquire_locally(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.record, indent=1) + "\n"
+        text = _record_text(self.record)
         for _ in range(5):
             if _create_exclusive(self.path, text):
                 self.held = True
@@ -228,9 +281,7 @@ class WorkdirLock:
         except FileNotFoundError:
             moved = None
         if moved != judged:  # a new holder replaced it after we read it: give it back
-            try:
-                os.link(aside, self.path)
-            except FileExistsError:
+            if not _create_exclusive(self.path, aside.read_text()):
                 pass  # a third run holds it now; the one we moved sees the loss at its heartbeat
             _remove(aside)
             return False
@@ -260,7 +311,7 @@ class WorkdirLock:
                 log.error("work directory lock lost: %s", problem)
                 return
             try:
-                _touch(self.path)
+                _touch(self.path, self.record)
             except OSError as e:  # e.g. a full disk: the record is still ours, keep trying
                 log.warning("could not refresh the work directory lock %s: %s", self.path, e)
 

@@ -1,0 +1,54 @@
+"""Every file the project reads or writes goes through ``etils.epath``: a local path and a URL
+(``gs://bucket/run``, ``s3://...``) take the same code path.
+
+``epath.Path`` serves local paths with ``pathlib``/``os`` and URLs with ``tf.io.gfile`` (when
+TensorFlow is installed) or ``fsspec`` (``gcsfs`` for ``gs://``: ``pip install -r
+requirements-cloud.txt``). Object stores lack three things a local file system has, and the
+helpers here say what the project does instead:
+
+* **append**: objects are immutable, so :func:`append_text` rewrites the whole object (logs are
+  small; a local file is appended to as before);
+* **atomic create-if-absent** (``link``): see ``train/workdir_lock.py``;
+* **atomic rename** of a directory: a rename is a copy + delete, so checkpoints are never
+  renamed by this project except to set a damaged one aside (Orbax commits ``gs://`` steps with
+  its own marker file, not a rename).
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Union
+
+from etils import epath
+
+PathLike = Union[str, os.PathLike, epath.Path]
+
+
+def is_url(path: PathLike) -> bool:
+    """``gs://b/x`` and friends (anything with a scheme), not a local path."""
+    return "://" in os.fspath(path)
+
+
+def as_path(path: PathLike) -> epath.Path:
+    """``path`` as an ``epath.Path``: URLs unchanged, local paths made absolute (Orbax and
+    TensorStore need absolute local paths; a relative one would follow a later ``chdir``)."""
+    p = epath.Path(path)
+    return p if is_url(path) else epath.Path(os.path.abspath(os.fspath(p)))
+
+
+def append_text(path: epath.Path, text: str) -> None:
+    """Append ``text`` to ``path`` (created if absent); rewrites the object on object stores."""
+    if is_url(path):
+        old = path.read_text() if path.exists() else ""
+        path.write_text(old + text)
+    else:
+        with path.open("a") as f:
+            f.write(text)
+
+
+def save_png(path: epath.Path, image) -> None:
+    """A uint8 HWC array as a PNG at ``path`` (local or URL)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
