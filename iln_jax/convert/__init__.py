@@ -19,6 +19,7 @@ import numpy as np
 
 from iln_jax import models
 from iln_jax.errors import CheckpointError
+from iln_jax.layers.norm_registry import is_builtin, norm_label
 from iln_jax.models import scan_layout
 from iln_jax.convert.mapping import Leaf, apply_renames, leaves
 from iln_jax.convert.spec import ArchSpec
@@ -78,18 +79,39 @@ def _template(spec: ArchSpec, module) -> list[tuple[Leaf, tuple[int, ...]]]:
     return template(module, spec.example_input(module), spec.sequences, spec.norm_names)
 
 
+def check_user_norm(arch: str, spec: ArchSpec, module) -> None:
+    """A norm outside the built-in grid converts only when its variables are exactly those of the
+    official norm (``weight``/``bias`` per norm): anything else has no official counterpart, which
+    is said in one line rather than as a list of missing and unexpected keys."""
+    if is_builtin(module.norm):
+        return
+    official = {leaf.torch_key for leaf, _ in _template(spec, module.clone(norm=spec.norm))}
+    ours = {leaf.torch_key for leaf, _ in _template(spec, module)}
+    extra, lacking = sorted(ours - official), sorted(official - ours)
+    if extra or lacking:
+        what = (f"its variables {_few(extra)} have no counterpart" if extra else
+                f"it has no counterpart for the official {_few(lacking)}")
+        raise ConversionError(f"norm {norm_label(module.norm)!r} cannot be converted to/from the official {arch} "
+                              f"layout (official norm: {spec.norm}): {what}")
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
+
+
 def _raise_problems(subject, arch, module, **problems):
     lines = [f"{title.replace('_', ' ')} ({len(items)}):\n    " + "\n    ".join(items)
              for title, items in problems.items() if items]
     if lines:
         raise ConversionError(f"{subject} {arch} ({type(module).__name__} "
-                              f"norm={module.norm!r}):\n  " + "\n  ".join(lines))
+                              f"norm={norm_label(module.norm)!r}):\n  " + "\n  ".join(lines))
 
 
 def from_torch(arch: str, state_dict: Any, *, param_key: Optional[str] = None, **kwargs):
     """Convert an official state_dict (dict, wrapper dict or .pth path) -> ``(module, variables)``."""
     spec = arch_spec(arch)
     module = build(arch, **kwargs)
+    check_user_norm(arch, spec, module)
     sd = apply_renames(load_state_dict(state_dict, param_key=param_key), spec.renames_from_torch)
     template = _template(spec, module)
     expected_buffers = spec.buffers(module)
@@ -124,6 +146,7 @@ def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
     """Flax variables -> an official state_dict (buffers included) for ``load_state_dict(strict=True)``."""
     spec = arch_spec(arch)
     module = build(arch, **kwargs)
+    check_user_norm(arch, spec, module)
     template = _template(spec, module)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(scan_layout.to_unrolled(module, variables)))
     wanted = {(leaf.collection, *leaf.flax_path): (leaf, shape) for leaf, shape in template}

@@ -13,7 +13,7 @@ LayerScale, a learnable scalar for ReZero, and ``1.0`` (folded away by XLA) for 
 Norms always receive the whole image's tokens (before any window partition), so holistic and
 instance statistics are per image, never per window.
 
-A model asks :func:`make_norm` once for a :class:`NormSpec`: ``branch`` is the norm in front of
+A model asks ``norm_registry.make_norm`` once for a ``NormSpec``: ``branch`` is the norm in front of
 every residual branch, ``outer`` the norm for places without a residual around them (after the
 patch embedding, and the final norm of the body). i-LN turns ``outer`` into a plain per-channel
 affine as the official code does; ``rezero`` and ``none`` turn it into the identity.
@@ -23,7 +23,6 @@ Parameter names: ``scale``/``bias`` (per-channel affine), ``branch_scale`` (Laye
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Callable, Optional
@@ -253,20 +252,12 @@ class HolisticLayerNorm(nn.Module):
         return _affine(self, y), scale
 
 
-@dataclasses.dataclass(frozen=True)
-class NormSpec:
-    """The norm factories a model uses: ``branch`` before residual branches, ``outer`` elsewhere."""
-
-    name: str
-    branch: ModuleDef
-    outer: ModuleDef
-
-
 def _spec(branch: ModuleDef, outer: Optional[ModuleDef] = None):
     return branch, (branch if outer is None else outer)
 
 
-# name -> (branch factory, outer factory, needs the train flag). One table: the whole grid.
+# name -> (branch factory, outer factory): the built-in grid. Users add norms with
+# ``iln_jax.layers.norm_registry.register_norm`` (or pass an import path / a NormSpec).
 _TABLE: dict[str, tuple[ModuleDef, ModuleDef]] = {
     "layernorm": _spec(LayerNorm),
     "rmsnorm": _spec(RMSNorm),
@@ -279,23 +270,15 @@ _TABLE: dict[str, tuple[ModuleDef, ModuleDef]] = {
     "iln": _spec(functools.partial(HolisticLayerNorm, rescale=True), Affine),
     "biasfree_layernorm": _spec(BiasFreeLayerNorm),
 }
+# The built-in names (fixed); the live list, with registered norms, is norm_registry.registered_norms().
 NORMS: tuple[str, ...] = tuple(_TABLE)
 
+_REGISTRY_NAMES = ("NormSpec", "make_norm", "register_norm", "registered_norms", "resolve_norm")
 
-def make_norm(name: str, *, train: bool = False, axis_name: Optional[str] = None,
-              eps: Optional[float] = None) -> NormSpec:
-    """Resolve a norm name once, binding the train-time arguments (BatchNorm only) and eps."""
-    if name not in _TABLE:
-        raise ValueError(f"Unknown norm {name!r}; valid norms: {', '.join(NORMS)}")
-    branch, outer = _TABLE[name]
 
-    def bind(factory):
-        cls = factory.func if isinstance(factory, functools.partial) else factory
-        kwargs = {}
-        if cls is BatchNorm:
-            kwargs.update(train=train, axis_name=axis_name)
-        if eps is not None and "eps" in cls.__dataclass_fields__:
-            kwargs["eps"] = eps
-        return functools.partial(factory, **kwargs) if kwargs else factory
-
-    return NormSpec(name=name, branch=bind(branch), outer=bind(outer))
+def __getattr__(name):
+    # The registry lives in norm_registry (it imports this module); these names stay importable here.
+    if name in _REGISTRY_NAMES:
+        from iln_jax.layers import norm_registry
+        return getattr(norm_registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ import flax.linen as nn
 
 from iln_jax.errors import ConfigError
 from iln_jax.layers.attention import ATTENTION_IMPLS  # noqa: F401
-from iln_jax.layers.norms import NORMS
+from iln_jax.layers.norm_registry import NormLike, registered_norms, resolve_norm
 from iln_jax.models.checks import check_model
 from iln_jax.models.stacking import REMAT_POLICIES  # noqa: F401
 from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # noqa: F401
@@ -43,7 +43,7 @@ def constructor_args(arch: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
 
 
-def create(arch: str, *, norm: str = "layernorm", **kwargs) -> nn.Module:
+def create(arch: str, *, norm: NormLike = "layernorm", **kwargs) -> nn.Module:
     """Build a backbone by name with the official PyTorch constructor's keyword arguments.
 
     Lists are accepted where PyTorch takes lists (``depths``, ``num_heads``); they are stored as
@@ -56,13 +56,15 @@ def create(arch: str, *, norm: str = "layernorm", **kwargs) -> nn.Module:
     official names), ``remat_policy`` (one of ``REMAT_POLICIES``; the official
     ``use_checkpoint=True`` means ``"block"``) recomputes blocks in the backward pass, and
     ``attention_impl`` (``ATTENTION_IMPLS``) chooses the attention kernel.
+
+    ``norm`` is a registered name, an import path ``"package.module:attr"`` or a ``NormSpec``
+    (``iln_jax.layers.norm_registry``).
     """
     cls = model_class(arch)
-    if norm not in NORMS:
-        raise ConfigError(f"Unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
+    resolve_norm(norm)  # a bad name or import path fails here, in one line
     if "norm_layer" in kwargs:
-        raise ConfigError("norm_layer is PyTorch's class argument; choose a norm by name with norm=... "
-                         f"(valid: {', '.join(NORMS)})")
+        raise ConfigError("norm_layer is PyTorch's class argument; choose a norm with norm=... "
+                          f"(a name: {', '.join(registered_norms())}; an import path 'module:attr'; a NormSpec)")
     valid = constructor_args(arch)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:

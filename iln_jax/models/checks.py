@@ -15,6 +15,8 @@ from iln_jax.errors import ConfigError
 
 def check_model(arch: str, module) -> None:
     """Raise :class:`ConfigError` for the first constructor argument ``module`` cannot be built with."""
+    from iln_jax.layers.norm_registry import resolve_norm
+    resolve_norm(module.norm)  # the live registry, import paths and NormSpecs
     if hasattr(module, "embed_dim"):
         _check_sr_transformer(arch, module)
     elif hasattr(module, "num_blocks"):

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from iln_jax.layers.basic import conv, leaky_relu
-from iln_jax.layers.norms import NormSpec
+from iln_jax.layers.norm_registry import NormSpec
 from iln_jax.layers.swin import SwinBlock, effective_window
 from iln_jax.models import stacking
 from iln_jax.models.sr_shell import SRTransformer

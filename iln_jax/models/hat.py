@@ -25,7 +25,8 @@ import jax.numpy as jnp
 
 from iln_jax.layers.attention import attend, relative_position_bias
 from iln_jax.layers.basic import Mlp, conv, dense, gelu, trunc_normal_init
-from iln_jax.layers.norms import ModuleDef, NormSpec
+from iln_jax.layers.norm_registry import NormSpec
+from iln_jax.layers.norms import ModuleDef
 from iln_jax.layers.squeeze_excitation import ChannelAttention
 from iln_jax.layers.swin import SwinBlock
 from iln_jax.layers.window import (from_windows, overlap_window_size, overlapping_relative_position_index,

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.layers.basic import conv, leaky_relu, pixel_shuffle, trunc_normal_init
-from iln_jax.layers.norms import ILN_RGB_STD, ModuleDef, NormSpec, make_norm
+from iln_jax.layers.norm_registry import NormSpec, make_norm
+from iln_jax.layers.norms import ILN_RGB_STD, ModuleDef
 from iln_jax.layers.window import pad_to_multiple
 from iln_jax.models import stacking
 

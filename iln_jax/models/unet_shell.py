@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from iln_jax.layers.basic import conv, pixel_shuffle, pixel_unshuffle
 from iln_jax.layers.channel_attention import TransformerBlock
-from iln_jax.layers.norms import NormSpec, make_norm
+from iln_jax.layers.norm_registry import NormSpec, make_norm
 from iln_jax.layers.window import pad_to_multiple
 from iln_jax.models import stacking
 

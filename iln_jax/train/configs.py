@@ -8,7 +8,7 @@ from pathlib import Path
 import ml_collections
 
 from iln_jax.errors import ConfigError
-from iln_jax.layers.norms import NORMS
+from iln_jax.layers.norm_registry import resolve_norm
 from iln_jax.train.optim import OPTIMIZERS, SCHEDULES
 from iln_jax.train.parallel import MODES
 from iln_jax.train.step import COMPUTE_DTYPES, PIXEL_LOSSES
@@ -45,7 +45,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         check_config(c.data)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    _choice(c.model.norm, NORMS, "model.norm")
+    resolve_norm(c.model.norm, key="model.norm")
     _choice(c.train.parallel, MODES, "train.parallel")
     _choice(c.optim.optimizer, OPTIMIZERS, "optim.optimizer")
     _choice(c.optim.schedule, SCHEDULES, "optim.schedule")
