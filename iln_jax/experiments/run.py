@@ -1,0 +1,136 @@
+"""One run of a grid: train (resumable), then evaluate and measure the final weights.
+
+Training is ``train_and_evaluate`` in the run's work directory, so an interrupted run resumes
+exactly; the measurements are recomputed from the checkpoint and written last, to
+``grid_result.json``, whose presence marks the run finished. A run that stops on a non-finite loss
+is finished too: it is the paper's "did not converge" and is reported as such.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from iln_jax.errors import IlnJaxError
+from iln_jax.evaluation import benchmarks, tasks
+from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset
+from iln_jax.evaluation.precision import precision_report
+from iln_jax.experiments.plan import GridRun
+from iln_jax.inference.runner import Restorer, input_multiple, output_scale, pad_batch, padded_size
+
+_STOCHASTIC_FIELDS = ("drop_rate", "attn_drop_rate", "drop_path_rate")
+
+
+class BatchStatisticsRestorer:
+    """Inference with BatchNorm in train mode: each image normalized by its own batch statistics
+    (the paper's "BN (train)" row); everything else deterministic (drop rates set to 0)."""
+
+    def __init__(self, module, variables: dict):
+        zero = {f: 0.0 for f in _STOCHASTIC_FIELDS if hasattr(module, f)}
+        self.module = module.clone(padding="none", **zero) if hasattr(module, "padding") else module.clone(**zero)
+        self.padding = getattr(module, "padding", "none")
+        self.multiple, self.scale = input_multiple(module), output_scale(module)
+        self.variables = jax.device_put(variables)
+        mutable = [c for c in variables if c != "params"]
+        self._fn = jax.jit(lambda v, x: self.module.apply(v, x, train=True, mutable=mutable)[0])
+
+    def restore(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        ph, pw = (padded_size(s, self.multiple, self.padding) for s in (h, w))
+        out = self._fn(self.variables, pad_batch(np.asarray(image, np.float32)[None], ph, pw, self.padding))
+        return np.asarray(jax.device_get(out), np.float32)[0, :h * self.scale, :w * self.scale]
+
+
+def eval_sets(task: str, scale: int, data_root: Optional[str], datasets: list[str], channels: int = 3):
+    """``{dataset name: eval set}``: the benchmark folders under ``data_root``, else the embedded photos."""
+    if not data_root and not datasets:
+        return {"embedded": benchmarks.load(benchmarks.embedded_config(task, scale=scale, channels=channels))}
+    out = {}
+    for name in datasets or benchmarks.default_datasets(task):
+        label, folder = benchmarks.resolve_dataset(data_root, name)
+        out[label] = benchmarks.load(benchmarks.data_config(task, folder, scale=scale, channels=channels))
+    return out
+
+
+def _summary_status(summary: dict) -> str:
+    return summary.get("status", "completed")
+
+
+def execute(run: GridRun, config, *, data_root: Optional[str], datasets: list[str],
+            precisions: tuple[str, ...] = ("fp16", "bf16", "int8", "int4")) -> dict:
+    """Train (or resume) and measure one run; returns (and writes) its result."""
+    from iln_jax.evaluation.checkpoints import load_run
+    from iln_jax.train import train_and_evaluate
+    from iln_jax.train.loop import NonFiniteLossError
+
+    diverged = None
+    try:
+        summary = train_and_evaluate(config, run.workdir)
+    except NonFiniteLossError as e:
+        diverged, summary = str(e), {"status": "non-finite loss"}
+    result = {"norm": run.norm, "workdir": str(run.workdir), "status": _summary_status(summary),
+              "diverged": diverged, "final_step": summary.get("final_step"),
+              "wall_seconds": summary.get("wall_seconds"), "final_loss": summary.get("final_train_loss")}
+    if result["status"] not in ("completed", "non-finite loss"):
+        return result  # preempted: not finished, no result file (the next grid call resumes it)
+    try:
+        loaded = load_run(run.workdir, weights="ema")
+    except IlnJaxError as e:
+        if diverged is None:
+            raise
+        loaded, result["load_error"] = None, str(e)
+    task = config.data.task
+    scale = int(config.data.scale) if task == "sr" else 1
+    conv = tasks.convention(task, scale)
+    sets = eval_sets(task, scale, data_root, datasets, channels=config.data.get("channels", 3))
+    result["datasets"], result["precision"] = {}, {}
+    if loaded is not None:
+        module, variables = loaded.module, loaded.variables
+        modes = {"eval": functools.partial(Restorer, module, variables)}
+        if any(c != "params" for c in variables) and run.norm == "batchnorm":
+            modes["train"] = functools.partial(BatchStatisticsRestorer, module, variables)
+        for name, images in sets.items():
+            row = {}
+            for mode, make in modes.items():
+                r = evaluate_dataset(make(), images, conv, dataset=name, save_images=False, progress=False)
+                row[mode] = {k: r[k] for k in ("psnr", "ssim", "nonfinite_pixels")}
+                row["bicubic"] = r["baseline"]
+            result["datasets"][name] = row
+        if precisions:
+            target = next(iter(sets))
+            result["precision"] = {"dataset": target,
+                                   **precision_report(module, variables, sets[target], conv, precisions=precisions)}
+        result["weights"] = loaded.weights
+    losses = logged_losses(run.workdir)
+    result["losses"] = [losses[0], losses[-1]] if losses else []
+    result["converged"] = converged(result)
+    dump_json(result, run.result_path)
+    return result
+
+
+def logged_losses(workdir: Path) -> list[float]:
+    path = Path(workdir) / "metrics_train.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [float(row["loss"]) for row in csv.DictReader(f) if row.get("loss")]
+
+
+def converged(result: dict) -> bool:
+    """The paper's marking: a run that diverged (non-finite loss), whose loss did not go down
+    (last logged training loss not below the first) or whose outputs hold non-finite pixels did
+    not converge. (Below-bicubic PSNR alone is not the criterion: short runs are.)"""
+    if result.get("diverged") or not result.get("datasets"):
+        return False
+    losses = result.get("losses") or []
+    if len(losses) >= 2 and not (math.isfinite(losses[-1]) and losses[-1] < losses[0]):
+        return False
+    first = next(iter(result["datasets"].values()))
+    psnr = first["eval"]["psnr"]
+    return psnr is not None and math.isfinite(psnr) and first["eval"]["nonfinite_pixels"] == 0
