@@ -41,7 +41,8 @@ def parse_args(argv=None):
                    help="config override for every run, e.g. train.num_steps=300 (repeatable)")
     p.add_argument("--data-root", help="folder holding the benchmark folders (default: the embedded photos)")
     p.add_argument("--datasets", default="", help="comma-separated benchmark names under --data-root "
-                                                  "(default: the task's standard ones)")
+                                                  "(default: the task's standard ones); 'embedded': the "
+                                                  "embedded photos. Table 3 uses the first")
     p.add_argument("--precisions", default="fp16,bf16,int8,int4",
                    help="Table 3's precisions (iln_jax.inference.precision.PRECISIONS); '' skips it")
     p.add_argument("--device-groups", type=int, default=1,
@@ -159,12 +160,13 @@ def main(argv=None) -> dict:
     runs = plan.plan_runs(out, plan.planned_norms(out))
     pending = [r for r in runs if r.norm in norms and not r.done]
     print(f"[grid] {out}: {len(runs) - len(pending)} of {len(runs)} runs finished; running {len(pending)}", flush=True)
+    title = f"{args.config} {' '.join(args.set)}".strip()
     if args.device_groups > 1 and len(pending) > 1:
         _run_side_by_side(args, pending, _without_option(argv, "--device-groups"))
     else:
         for run in pending:
             _run_one(args, run)
-    title = f"{args.config} {' '.join(args.set)}".strip()
+            write_reports(args, out, runs, title)  # the tables so far, should the grid be stopped
     report = write_reports(args, out, runs, title)
     unfinished = [r.norm for r in runs if not r.done]
     print(f"[grid] wrote {out}/table1.md, table3.md, dynamics.png, depth_profile.png"

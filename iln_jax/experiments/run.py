@@ -48,11 +48,15 @@ class BatchStatisticsRestorer:
 
 
 def eval_sets(task: str, scale: int, data_root: Optional[str], datasets: list[str], channels: int = 3):
-    """``{dataset name: eval set}``: the benchmark folders under ``data_root``, else the embedded photos."""
+    """``{dataset name: eval set}``: the benchmark folders under ``data_root`` (the name ``embedded``:
+    the embedded held-out photos), else the embedded photos alone."""
     if not data_root and not datasets:
-        return {"embedded": benchmarks.load(benchmarks.embedded_config(task, scale=scale, channels=channels))}
+        datasets = ["embedded"]
     out = {}
     for name in datasets or benchmarks.default_datasets(task):
+        if name == "embedded":
+            out[name] = benchmarks.load(benchmarks.embedded_config(task, scale=scale, channels=channels))
+            continue
         label, folder = benchmarks.resolve_dataset(data_root, name)
         out[label] = benchmarks.load(benchmarks.data_config(task, folder, scale=scale, channels=channels))
     return out
