@@ -21,8 +21,8 @@ Layout of the returned ConfigDict (beyond configs/common.py's base_config):
 
 ``arg`` keys: arch (restormer | hint), norm, exda (none | tiny | small | full: Restormer with the
 ExDA primitives at that size), tiny (a CPU-sized model and run for tests).
-HINT with ExDA's non-linear value: ``--config.model.kwargs.value_transform=residual`` (global
-spatial tokens are Restormer's MDTA only: HINT's ranked channel groups have no per-head token slot).
+HINT with ExDA's primitives: ``--config.model.kwargs.value_transform=residual`` and
+``--config.model.kwargs.global_tokens=K`` (K tokens per HMHA channel group; K must divide dim / 4).
 """
 from __future__ import annotations
 

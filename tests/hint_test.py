@@ -159,3 +159,30 @@ def test_exda_value_transform_in_hint_changes_the_output_and_converts():
     assert any(k.startswith("latent.0.attn.value_transform.") for k in sd)
     _, back = convert.from_torch("hint", sd, **kwargs)
     np.testing.assert_array_equal(apply(back, x), out)
+
+
+def test_exda_global_tokens_in_hmha_convert_both_ways_and_stay_per_image():
+    """K = 2 tokens per channel group (tiny width 16 at the first attention level: groups 2/4/4/6)."""
+    kwargs = dict(TINY, global_tokens=2)
+    module = models.create("hint", **kwargs)
+    x = grid_input(2)
+    variables = synthetic_variables(module, x)
+    attn = variables["params"]["latent_0"]["attn"]
+    assert attn["global_tokens"]["proj"]["kernel"].shape == (1, 1, 64, 4 * 2) and attn["alpha"].shape == ()
+    apply = jax.jit(module.apply)
+    out = apply(variables, x)
+    assert np.all(np.isfinite(out))
+    # corrected mode: an image's output does not depend on the rest of the batch, tokens included
+    np.testing.assert_allclose(apply(variables, x[1:]), out[1:], rtol=1e-5, atol=1e-5)
+    sd = convert.to_torch("hint", variables, **kwargs)
+    assert sd["latent.0.attn.global_tokens.proj.weight"].shape == (8, 64, 1, 1) and "latent.0.attn.alpha" in sd
+    assert len(sd) == 190 + 2 * 5  # + proj weight and alpha in each of the 5 attention blocks
+    _, back = convert.from_torch("hint", sd, **kwargs)
+    np.testing.assert_array_equal(apply(back, x), out)
+    plain_sd = {k: v for k, v in sd.items() if ".global_tokens." not in k and not k.endswith(".alpha")}
+    with pytest.raises(convert.ConversionError, match="missing keys"):  # the official layout lacks them
+        convert.from_torch("hint", plain_sd, **kwargs)
+    plain, plain_vars = convert.from_torch("hint", plain_sd, **TINY)
+    assert not np.allclose(jax.jit(plain.apply)(plain_vars, x[1:]), out[1:])  # the tokens change the output
+    with pytest.raises(ValueError, match=r"^hint: global_tokens=4 must divide every HMHA channel group"):
+        models.create("hint", **dict(TINY, global_tokens=4))

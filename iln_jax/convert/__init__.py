@@ -156,7 +156,8 @@ def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
                  for p, v in flat.items() if p in wanted and tuple(np.shape(v)) != wanted[p][1]]
     _raise_problems("The Flax variables do not match", arch, module, missing_variables=missing, unexpected_variables=unexpected,
                     shape_mismatches=bad_shape)
-    sd = {leaf.torch_key: np.ascontiguousarray(leaf.to_torch(np.asarray(flat[path], np.float32)))
+    # np.ascontiguousarray would turn scalars (ReZero's and ExDA's alpha) into shape (1,)
+    sd = {leaf.torch_key: np.array(leaf.to_torch(np.asarray(flat[path], np.float32)), order="C")
           for path, (leaf, _) in wanted.items()}
     sd.update(spec.buffers(module))
     return apply_renames(sd, spec.renames_to_torch)

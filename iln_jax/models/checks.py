@@ -105,5 +105,13 @@ def _check_unet(arch: str, m) -> None:
             if width % heads:
                 _fail(arch, f"heads[{row}]={heads} does not divide the {level} width {width} "
                             f"(dim={m.dim} x {LEVEL_WIDTH[level]})")
+    tokens = getattr(m, "global_tokens", 0)
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        _fail(arch, f"global_tokens={tokens!r} must be an integer >= 0")
+    if tokens and arch == "hint":
+        widths = sorted({m.dim * LEVEL_WIDTH[level] for level in LEVEL_WIDTH if not level.startswith("encoder")})
+        if any((w // 8) % tokens for w in widths):
+            _fail(arch, f"global_tokens={tokens} must divide every HMHA channel group: the smallest attention "
+                        f"width is {widths[0]} (dim={m.dim}), groups of 1:2:2:3 x {widths[0] // 8} channels")
     if not math.isfinite(float(m.ffn_expansion_factor)):
         _fail(arch, f"ffn_expansion_factor={m.ffn_expansion_factor!r} must be finite")

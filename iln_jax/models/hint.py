@@ -25,6 +25,8 @@ Two modes (``faithful``):
   An image's output depends only on that image (with a per-image norm).
 
 The ``heads`` argument is accepted (it is in the official configs) but, as officially, unused.
+ExDA's options: ``value_transform`` (as Restormer) and ``global_tokens`` (Global Spatial Tokens per
+HMHA channel group, see :class:`HMHA`); both off by default, i.e. the official model.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ import jax
 import jax.numpy as jnp
 
 from iln_jax.layers.basic import conv, gelu, torch_default_kernel_init
-from iln_jax.layers.channel_attention import (NonlinearValue, VALUE_TRANSFORMS, adaptive_pool_matrix,
-                                              bilinear_matrix, l2_normalize, resample_2d)
+from iln_jax.layers.channel_attention import (GlobalSpatialTokens, NonlinearValue, VALUE_TRANSFORMS,
+                                              adaptive_pool_matrix, bilinear_matrix, l2_normalize, resample_2d)
 from iln_jax.models.unet_shell import ChannelAttentionUNet
 
 GROUP_RATIOS = (1, 2, 2, 3)
@@ -131,28 +133,55 @@ class IntraCacheModulation(nn.Module):
 
 
 class HMHA(nn.Module):
-    """HINT's ``Attention``: ranked channel groups of sizes 1:2:2:3, per-group temperature, QKCU."""
+    """HINT's ``Attention``: ranked channel groups of sizes 1:2:2:3, per-group temperature, QKCU.
+
+    ``global_tokens`` K > 0 adds ExDA's Global Spatial Tokens, K per channel group (the groups are
+    HMHA's heads: each has its own temperature and attention map). As in Restormer's MDTA, the
+    tokens are computed from the attention's input and appended to the group's (ranked) q, k and v
+    channels; the group's (c_g + K)^2 map is softmaxed with the group's temperature; after
+    aggregation global token j is added, times the learnable scalar ``alpha``, to the j-th block of
+    c_g / K local channels. QKCU sees the local part only: the inter-layer modulation acts on the
+    local c_g x c_g block of each map (its Conv1d widths stay the official ones), the cache is built
+    from those blocks, and the intra-layer modulation uses the local q̂ + k̂. K must divide C / 8 (every
+    group size).
+    """
 
     dim: int
     bias: bool = False
     faithful: bool = False
     dtype: Any = None
     value_transform: str = "none"  # ExDA's non-linear value (see channel_attention.NonlinearValue)
+    global_tokens: int = 0
+    global_token_stride: int = 2
+    global_token_alpha: float = 0.1
 
-    def _attend_groups(self, q, k, temperature):
-        attns, qk, start = [], [], 0
+    def _attend_groups(self, q, k, v, temperature, tokens):
+        """Per group: (full map, local c_g x c_g block, values with the group's tokens); and q̂ + k̂."""
+        maps, local, values, qk, start = [], [], [], [], 0
         for i, size in enumerate(group_sizes(q.shape[1])):
-            qh, kh = l2_normalize(q[:, start:start + size]), l2_normalize(k[:, start:start + size])
-            attns.append(jax.nn.softmax(jnp.einsum("bcn,bdn->bcd", qh, kh) * temperature[i], axis=-1))
+            qg, kg, vg = (t[:, start:start + size] for t in (q, k, v))
+            qh, kh = l2_normalize(qg), l2_normalize(kg)
             qk.append(jax.lax.stop_gradient(qh + kh))
+            if tokens is not None:  # the L2 norm is per channel row: appending rows leaves qh, kh as they are
+                g = l2_normalize(tokens[:, i])
+                qh, kh = jnp.concatenate([qh, g], axis=1), jnp.concatenate([kh, g], axis=1)
+                vg = jnp.concatenate([vg, tokens[:, i]], axis=1)
+            attn = jax.nn.softmax(jnp.einsum("bcn,bdn->bcd", qh, kh) * temperature[i], axis=-1)
+            maps.append(attn)
+            local.append(attn[:, :size, :size])
+            values.append(vg)
             start += size
-        return attns, jnp.concatenate(qk, axis=1)
+        return maps, local, values, jnp.concatenate(qk, axis=1)
 
     @nn.compact
     def __call__(self, x, cache: Optional[jnp.ndarray] = None):
         b, h, w, c = x.shape
         if c % 8:
             raise ValueError(f"HMHA needs a width divisible by 8 (groups of 1:2:2:3 eighths); got {c}")
+        n_tok = self.global_tokens
+        if n_tok and (c // 8) % n_tok:
+            raise ValueError(f"global_tokens={n_tok} must divide every HMHA channel group "
+                             f"(sizes {group_sizes(c)} at width {c}: K must divide {c // 8})")
         temperature = self.param("temperature", nn.initializers.ones, (len(GROUP_RATIOS), 1, 1))
         qkv = conv(3 * c, 1, name="qkv", use_bias=self.bias, dtype=self.dtype)(x)
         qkv = conv(3 * c, 3, name="qkv_dwconv", use_bias=self.bias, groups=3 * c, dtype=self.dtype)(qkv)
@@ -164,7 +193,11 @@ class HMHA(nn.Module):
         q, k, v = (t.reshape(b, h * w, c).transpose(0, 2, 1) for t in (q, k, v))
         order = rank_channels(q, self.faithful)
         q, k, v = (take_channels(t, order) for t in (q, k, v))
-        attns, qk = self._attend_groups(q, k, temperature.astype(q.dtype))
+        tokens = None
+        if n_tok:
+            tokens = GlobalSpatialTokens(len(GROUP_RATIOS), n_tok, self.global_token_stride, self.bias, self.dtype,
+                                         name="global_tokens")(x).astype(q.dtype)  # (B, groups, K, N)
+        maps, attns, values, qk = self._attend_groups(q, k, v, temperature.astype(q.dtype), tokens)
 
         modulators = [InterCacheModulation(r * c // 8, self.dtype, name=f"inter_modulator{i + 1}")
                       for i, r in enumerate(GROUP_RATIOS)]
@@ -177,10 +210,16 @@ class HMHA(nn.Module):
         update = layer_cache(attns, c, self.faithful)
         cache = CACHE_DECAY * update if cache is None else CACHE_DECAY * cache + (1 - CACHE_DECAY) * update
 
-        out, start = [], 0
-        for attn, size in zip(attns, group_sizes(c)):
-            out.append(jnp.einsum("bcd,bdn->bcn", attn, v[:, start:start + size]))
-            start += size
+        alpha = self.param("alpha", nn.initializers.constant(self.global_token_alpha), ()) if n_tok else None
+        out = []
+        for full, attn, vg, size in zip(maps, attns, values, group_sizes(c)):
+            if n_tok:
+                full = full.at[:, :size, :size].set(attn)  # the modulated local block
+                og = jnp.einsum("bcd,bdn->bcn", full, vg)
+                og = og[:, :size] + alpha.astype(og.dtype) * jnp.repeat(og[:, size:], size // n_tok, axis=1)
+            else:
+                og = jnp.einsum("bcd,bdn->bcn", attn, vg)
+            out.append(og)
         out = jnp.concatenate(out, axis=1)
         if not self.faithful:  # back to the original channel order
             inverse = jnp.argsort(order, axis=-1)
@@ -195,6 +234,10 @@ class HINT(ChannelAttentionUNet):
     """Official fields and defaults; ``faithful`` selects the official or the corrected HMHA/QKCU."""
 
     faithful: bool = False
+    # ExDA's Global Spatial Tokens per HMHA channel group (0: off); see HMHA.
+    global_tokens: int = 0
+    global_token_stride: int = 2
+    global_token_alpha: float = 0.1
 
     carries_cache: ClassVar[bool] = True
 
@@ -207,7 +250,8 @@ class HINT(ChannelAttentionUNet):
     def attention(self, level, dim, heads):
         if level.startswith("encoder_level"):
             return None  # official isAtt=False: FFN-only blocks
-        return functools.partial(HMHA, dim, self.bias, self.faithful, self.dtype, self.value_transform_at(level))
+        return functools.partial(HMHA, dim, self.bias, self.faithful, self.dtype, self.value_transform_at(level),
+                                 self.global_tokens, self.global_token_stride, self.global_token_alpha)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False, qv_cache: Optional[jnp.ndarray] = None,
