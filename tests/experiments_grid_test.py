@@ -48,7 +48,7 @@ def test_grid_writes_table1_table3_and_figures(reference):
     assert all(r["fp16"]["nonfinite_pixels"] == 0 and r["fp16"]["psnr_vs_fp32"] > 40 for r in t3["rows"])
     figures = json.loads((out / "figures.json").read_text())
     assert figures["layernorm"]["steps"] == [2, 4] and len(figures["layernorm"]["blocks"]) == 2
-    assert (out / "dynamics.png").stat().st_size > 0 and (out / "depth_profile.png").stat().st_size > 0
+    assert all((out / f).stat().st_size > 0 for f in ("dynamics.png", "depth_over_training.png", "depth_profile.png"))
 
 
 def test_killed_grid_continues_without_redoing_finished_runs(reference, tmp_path):

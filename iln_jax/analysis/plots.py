@@ -3,6 +3,8 @@
 * :func:`plot_dynamics` -- statistics of every block over training steps, one colour per depth
   (the paper's Fig. 1/3/5/8), for one run or several side by side (one column per run, shared y).
 * :func:`plot_depth_profiles` -- statistics against block depth, one line per run/checkpoint.
+* :func:`plot_depth_over_training` -- statistics against block depth, one line per recorded step
+  (colour = step), one column per run: how the depth profile forms during training.
 * :func:`plot_position_bias` -- per-head relative-position-bias images (Fig. 9).
 * :func:`plot_bias_alignment` -- per-channel magnitude vs. bias before the final norm (Fig. 7).
 """
@@ -83,6 +85,39 @@ def plot_depth_profiles(profiles: Mapping[str, Mapping[str, Mapping[str, float]]
         ax.set_ylabel(LABELS.get(stat, stat))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_depth_over_training(histories: Mapping[str, dict], path, *,
+                             stats: Sequence[str] = ("sq_mean", "entropy_norm"), title: str | None = None) -> Path:
+    """``histories``: ``{run label: history}`` (``feature_stats.read_diagnostics``)."""
+    plt = _plt()
+    cols, rows = len(histories), len(stats)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, sharey="row")
+    for c, (label, h) in enumerate(histories.items()):
+        steps = np.asarray(h["steps"])
+        colours = plt.cm.plasma(np.linspace(0, 0.9, max(len(steps), 2)))
+        for r, stat in enumerate(stats):
+            ax = axes[r, c]
+            if stat not in h:
+                ax.set_visible(False)
+                continue
+            for t in range(len(steps)):
+                ax.plot(range(len(h["blocks"])), h[stat][t], color=colours[t], lw=1.0, marker="o", ms=2)
+            if stat in LOG_SCALE:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(label)
+            if r == rows - 1:
+                ax.set_xlabel("block (forward order)")
+            if c == 0:
+                ax.set_ylabel(LABELS.get(stat, stat))
+        if len(steps):
+            sm = plt.cm.ScalarMappable(cmap="plasma", norm=plt.Normalize(steps.min(), max(steps.max(), 1)))
+            fig.colorbar(sm, ax=axes[:, c].tolist(), label="training step", fraction=0.05)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

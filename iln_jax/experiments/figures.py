@@ -1,6 +1,6 @@
 """Figure 1/5/8-style plots of a grid from the runs' ``diagnostics.jsonl`` (written during
 training by the loop, ``train.diagnostics_every``): feature magnitude E[x²] and channel entropy
-per block vs training step (one column per norm), and vs depth at the last step."""
+per block vs training step and vs depth (one column per norm), and vs depth at the last step."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,11 +29,13 @@ def last_step_profiles(hist: dict[str, dict]) -> dict[str, dict[str, dict[str, f
 
 
 def write_figures(results: list[dict], out: Path, title: str) -> dict:
-    """``dynamics.png`` (vs step) and ``depth_profile.png`` (vs depth); returns the plotted numbers."""
+    """``dynamics.png`` (vs step, colour = depth), ``depth_over_training.png`` (vs depth, colour =
+    step), ``depth_profile.png`` (vs depth at the last step, all norms); returns the plotted numbers."""
     hist = histories(results)
     if not hist:
         return {}
     plots.plot_dynamics(hist, out / "dynamics.png", stats=STATS, title=title)
+    plots.plot_depth_over_training(hist, out / "depth_over_training.png", stats=STATS, title=title)
     profiles = last_step_profiles(hist)
     plots.plot_depth_profiles(profiles, out / "depth_profile.png", stats=STATS, title=title)
     return {norm: {"steps": np.asarray(h["steps"]).tolist(), "blocks": list(h["blocks"]),

@@ -10,7 +10,7 @@ overrides) in ``OUT/runs/<norm>/``, a normal train.py work directory (per-block 
 ``train.diagnostics_every`` steps), then evaluated on the benchmark folders (``--data-root`` /
 ``--datasets``; the embedded photos otherwise; BatchNorm also in train mode) and measured in low
 precision. Outputs in OUT: ``table1.md/json``, ``table3.md/json``, ``dynamics.png``,
-``depth_profile.png``, ``figures.json``, ``grid.json`` (the recipe).
+``depth_over_training.png``, ``depth_profile.png``, ``figures.json``, ``grid.json`` (the recipe).
 
 Re-running the same command continues a killed grid: finished runs (``grid_result.json``) are not
 redone, an interrupted run resumes exactly from its checkpoints. Runs go one after another, or
@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
             write_reports(args, out, runs, title)  # the tables so far, should the grid be stopped
     report = write_reports(args, out, runs, title)
     unfinished = [r.norm for r in runs if not r.done]
-    print(f"[grid] wrote {out}/table1.md, table3.md, dynamics.png, depth_profile.png"
+    print(f"[grid] wrote {out}/table1.md, table3.md, dynamics.png, depth_over_training.png, depth_profile.png"
           + (f"; unfinished: {', '.join(unfinished)} (re-run to continue)" if unfinished else ""), flush=True)
     print((out / "table1.md").read_text() + "\n" + (out / "table3.md").read_text(), flush=True)
     return report
