@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.errors import IlnJaxError
@@ -23,13 +22,15 @@ from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset
 from iln_jax.evaluation.precision import precision_report
 from iln_jax.experiments.plan import GridRun
 from iln_jax.inference.runner import Restorer, input_multiple, output_scale, pad_batch, padded_size
+from iln_jax.layers.norm_registry import module_class, resolve_norm
 
 _STOCHASTIC_FIELDS = ("drop_rate", "attn_drop_rate", "drop_path_rate")
 
 
 class BatchStatisticsRestorer:
-    """Inference with BatchNorm in train mode: each image normalized by its own batch statistics
-    (the paper's "BN (train)" row); everything else deterministic (drop rates set to 0)."""
+    """Inference with the norms in train mode: each image normalized by its own batch statistics
+    (the paper's "BN (train)" row; any norm with a ``train`` field); everything else
+    deterministic (drop rates set to 0)."""
 
     def __init__(self, module, variables: dict):
         zero = {f: 0.0 for f in _STOCHASTIC_FIELDS if hasattr(module, f)}
@@ -45,6 +46,13 @@ class BatchStatisticsRestorer:
         ph, pw = (padded_size(s, self.multiple, self.padding) for s in (h, w))
         out = self._fn(self.variables, pad_batch(np.asarray(image, np.float32)[None], ph, pw, self.padding))
         return np.asarray(jax.device_get(out), np.float32)[0, :h * self.scale, :w * self.scale]
+
+
+def has_train_mode(norm: str) -> bool:
+    """Whether the norm behaves differently in training (a ``train`` field, e.g. BatchNorm): then
+    Table 1 also reports it evaluated with the images' own statistics."""
+    spec = resolve_norm(norm)
+    return any("train" in getattr(module_class(f), "__dataclass_fields__", {}) for f in (spec.branch, spec.outer))
 
 
 def eval_sets(task: str, scale: int, data_root: Optional[str], datasets: list[str], channels: int = 3):
@@ -97,7 +105,7 @@ def execute(run: GridRun, config, *, data_root: Optional[str], datasets: list[st
     if loaded is not None:
         module, variables = loaded.module, loaded.variables
         modes = {"eval": functools.partial(Restorer, module, variables)}
-        if any(c != "params" for c in variables) and run.norm == "batchnorm":
+        if has_train_mode(run.norm) and any(c != "params" for c in variables):
             modes["train"] = functools.partial(BatchStatisticsRestorer, module, variables)
         for name, images in sets.items():
             row = {}

@@ -14,8 +14,9 @@ def _f(v, digits: int) -> str:
 
 
 def table1(results: list[dict]) -> tuple[str, dict]:
-    """PSNR / SSIM per norm (rows) and dataset (columns); BatchNorm in eval mode (running
-    statistics) and train mode (each image's own statistics); non-converging runs marked."""
+    """PSNR / SSIM per norm (rows) and dataset (columns); BatchNorm (any norm with a train mode) in
+    eval mode (running statistics) and train mode (each image's own statistics); non-converging
+    runs marked."""
     datasets = list(dict.fromkeys(d for r in results for d in r.get("datasets", {})))
     head = "| norm | " + " | ".join(f"{d} PSNR / SSIM" for d in datasets) + " |"
     lines = [head, "|---|" + "---|" * len(datasets)]
@@ -23,7 +24,8 @@ def table1(results: list[dict]) -> tuple[str, dict]:
     bicubic = {d: next((r["datasets"][d]["bicubic"] for r in results if d in r.get("datasets", {})), None)
                for d in datasets}
     for r in results:
-        modes = ["eval", "train"] if r["norm"] == "batchnorm" else ["eval"]
+        first = next(iter(r.get("datasets", {}).values()), {})
+        modes = ["eval", "train"] if "train" in first else ["eval"]
         mark = "" if r.get("converged") else f" {NOT_CONVERGED}"
         for mode in modes:
             label = r["norm"] + (f" ({mode})" if len(modes) > 1 else "") + mark

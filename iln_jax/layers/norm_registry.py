@@ -13,7 +13,9 @@ A norm module maps ``x`` (``(B, ..., C)``) to ``(normalized, branch_scale)``. A 
 a ``train`` and/or ``axis_name`` field receives the model's train flag and, under ``pmap``, the
 device axis to average statistics over (as BatchNorm does); one with an ``eps`` field receives the
 model's ``norm_eps`` when it is set. Variables in collections other than ``params`` are model
-state: updated in training (``mutable``), checkpointed and restored with the run.
+state: updated in training (``mutable``), checkpointed and restored with the run (and stacked
+with ``scan_layers``). Create them in every mode, as BatchNorm does: the model is initialized with
+``train=False``, and only the collections that exist after ``init`` are mutable in training.
 """
 from __future__ import annotations
 
