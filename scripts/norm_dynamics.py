@@ -1,5 +1,9 @@
 """Reproduce the i-LN paper's training-dynamics comparison at a small scale: LN vs i-LN (or the grid).
 
+A quick, self-contained loop for LN-vs-i-LN side by side, with extra checks (tiling, buckets, bias
+alignment). The paper's whole grid -- any norms including your own, real train.py runs,
+resumable, benchmark folders, Tables 1/3 and the figures -- is ``python -m iln_jax.experiments.grid``.
+
 Trains one small SwinIR per norm on the embedded photos (SR x2, L1, Adam), logging the per-block
 diagnostics (``iln_jax.analysis``) every ``--every`` steps, then on the held-out photos
 (astronaut, coffee, chelsea; 240x240) measures PSNR/SSIM (Y, crop 2), the low-precision table
