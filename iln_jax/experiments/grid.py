@@ -165,8 +165,11 @@ def main(argv=None) -> dict:
         _run_side_by_side(args, pending, _without_option(argv, "--device-groups"))
     else:
         for run in pending:
-            _run_one(args, run)
+            result = _run_one(args, run)
             write_reports(args, out, runs, title)  # the tables so far, should the grid be stopped
+            if result.get("status") == "preempted":  # SIGTERM: the run saved its state; stop the grid too
+                print(f"[grid] preempted during {run.norm}; re-run the same command to continue", flush=True)
+                break
     report = write_reports(args, out, runs, title)
     unfinished = [r.norm for r in runs if not r.done]
     print(f"[grid] wrote {out}/table1.md, table3.md, dynamics.png, depth_over_training.png, depth_profile.png"
