@@ -16,7 +16,6 @@ On CPU the planned numbers are exact for that backend; GPU/TPU plan their own (r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from train_step import _config, device_info, interleave_rounds, time_jax  # noqa: E402
+from train_step import _config, device_info, interleave_rounds, publish, time_jax  # noqa: E402
 
 MODELS = {
     "swinir-m": "configs/swinir.py:task=sr,scale=4",
@@ -81,10 +80,7 @@ def main(argv=None):
         rows += model_rows
     report = dict(batch_per_device=a.batch, patch=a.patch, norm=a.norm, rounds=a.rounds, steps=a.steps,
                   load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(), results=rows)
-    print(format_table(report))
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return publish(report, format_table(report), a.json)
 
 
 def format_table(r: dict) -> str:

@@ -388,9 +388,14 @@ def main(argv=None):
                                                if n != "layernorm"}
     torch_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"].startswith("torch")}
     report["speed_vs_torch"] = {n: torch_ms[n] / jax_ms[n] for n in torch_ms if n in jax_ms}
-    print(format_table(report))
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+    return publish(report, format_table(report), a.json)
+
+
+def publish(report: dict, table: str, json_path) -> dict:
+    """Print a benchmark's table and, with ``json_path``, write its report there (every bench does both)."""
+    print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
