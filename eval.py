@@ -34,7 +34,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from iln_jax import paths
+from iln_jax import host_memory, paths
 from iln_jax.errors import ConfigError, run_main
 from iln_jax.evaluation import benchmarks, cli, evaluate, tasks
 from iln_jax.evaluation.evaluate import dump_json
@@ -131,6 +131,7 @@ def _mesh(args):
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    host_memory.configure()  # before JAX starts its backends
     import jax
     if args.distributed:
         jax.distributed.initialize()

@@ -29,6 +29,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from iln_jax import host_memory
 from iln_jax.errors import ConfigError, exit_with_error, run_main, traceback_requested
 
 ROOT = Path(__file__).resolve().parent
@@ -150,6 +151,7 @@ def main(argv):
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+    host_memory.configure()  # before JAX starts its backends
     initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            auto=FLAGS.distributed)
     from iln_jax.train import train_and_evaluate

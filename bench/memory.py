@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+from iln_jax import host_memory  # noqa: E402
 from train_step import _config, device_info, interleave_rounds, publish, time_jax  # noqa: E402
 
 MODELS = {
@@ -46,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--rounds", type=int, default=2, help="timing rounds, interleaved over one model's policies")
     p.add_argument("--no-time", action="store_true", help="only compile and report memory")
+    p.add_argument("--host-malloc", default="auto", choices=host_memory.POLICIES,
+                   help="iln_jax.host_memory policy for this process (default auto)")
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
 
@@ -63,6 +66,7 @@ def measure(spec: str, norm: str, batch: int, patch: int, scan: bool, policy: st
 
 def main(argv=None):
     a = parse_args(argv)
+    host_malloc_reused = host_memory.configure(a.host_malloc)
     load_start = os.getloadavg()
     scans = {"on": (True,), "off": (False,), "both": (False, True)}[a.scan]
     rows = []
@@ -79,7 +83,8 @@ def main(argv=None):
         interleave_rounds(model_rows, a.rounds if not a.no_time else 1, a.steps)
         rows += model_rows
     report = dict(batch_per_device=a.batch, patch=a.patch, norm=a.norm, rounds=a.rounds, steps=a.steps,
-                  load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(), results=rows)
+                  load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(),
+                  host_malloc=a.host_malloc, host_malloc_reused=host_malloc_reused, results=rows)
     return publish(report, format_table(report), a.json)
 
 

@@ -45,6 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from iln_jax import host_memory  # noqa: E402
+
 # Official model class per (arch, norm): candidate files inside the reference checkout.
 TORCH_MODELS = {
     ("swinir", "layernorm"): [("models/network_swinir.py", "SwinIR")],
@@ -75,6 +77,8 @@ def parse_args(argv=None):
                         "gives the median round and the fastest")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     p.add_argument("--torch-ref", default=None, help="checkout(s) of the official PyTorch repositories, comma-separated")
+    p.add_argument("--host-malloc", default="auto", choices=host_memory.POLICIES,
+                   help="iln_jax.host_memory policy for this process (JAX and PyTorch alike; default auto)")
     p.add_argument("--json", default=None, help="write the results here")
     return p.parse_args(argv)
 
@@ -348,6 +352,7 @@ def interleave_rounds(results: list, rounds: int, steps: int) -> None:
 
 def main(argv=None):
     a = parse_args(argv)
+    host_malloc_reused = host_memory.configure(a.host_malloc)
     load_start = os.getloadavg()
     norms = [n.strip() for n in a.norms.split(",") if n.strip()]
     dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
@@ -381,6 +386,7 @@ def main(argv=None):
     report = dict(config=a.config, arch=c0.model.arch, batch=c0.data.batch_size, patch=c0.data.patch_size,
                   parallel=c0.train.parallel, steps=a.steps, rounds=a.rounds, model_kwargs=model_kwargs,
                   load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(),
+                  host_malloc=a.host_malloc, host_malloc_reused=host_malloc_reused,
                   results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results])
     jax_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"] == "jax"}
     if "layernorm" in jax_ms:

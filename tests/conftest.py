@@ -6,6 +6,10 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from iln_jax import host_memory  # noqa: E402
+
+host_memory.configure()  # as train.py does, before JAX starts its backends
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
