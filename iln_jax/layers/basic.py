@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from iln_jax.layers.linear import Linear
+
 # torch.nn.GELU() is the exact erf form; jax.nn.gelu defaults to the tanh approximation.
 gelu = functools.partial(jax.nn.gelu, approximate=False)
 
@@ -27,8 +29,9 @@ def conv(features: int, kernel_size: int = 3, *, name: str, use_bias: bool = Tru
                    name=name, dtype=dtype)
 
 
-def dense(features: int, *, name: str, use_bias: bool = True, dtype=None) -> nn.Dense:
-    return nn.Dense(features, use_bias=use_bias, kernel_init=trunc_normal_init, name=name, dtype=dtype)
+def dense(features: int, *, name: str, use_bias: bool = True, dtype=None) -> Linear:
+    """A Swin-family ``nn.Linear``: trunc-normal kernel, zero bias."""
+    return Linear(features, use_bias=use_bias, kernel_init=trunc_normal_init, name=name, dtype=dtype)
 
 
 def pixel_shuffle(x: jnp.ndarray, r: int) -> jnp.ndarray:
