@@ -14,6 +14,10 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+# The name remat policies use to keep linear-layer outputs (iln_jax.models.REMAT_POLICIES).
+LINEAR_OUTPUT = "linear_output"
 
 
 def _weight_gradient(x: jnp.ndarray, dy: jnp.ndarray) -> jnp.ndarray:
@@ -44,11 +48,13 @@ _linear_cpu.defvjp(_linear_cpu_fwd, _linear_cpu_bwd)
 
 
 def linear(x: jnp.ndarray, kernel: jnp.ndarray, bias: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-    """``x @ kernel + bias`` over the last axis of ``x``."""
+    """``x @ kernel + bias`` over the last axis of ``x``; the result is named :data:`LINEAR_OUTPUT`."""
     if jax.default_backend() != "cpu":
         y = x @ kernel
-        return y if bias is None else y + bias
-    return _linear_cpu(x, kernel, jnp.zeros((kernel.shape[1],), x.dtype) if bias is None else bias)
+        y = y if bias is None else y + bias
+    else:
+        y = _linear_cpu(x, kernel, jnp.zeros((kernel.shape[1],), x.dtype) if bias is None else bias)
+    return checkpoint_name(y, LINEAR_OUTPUT)
 
 
 class Linear(nn.Module):

@@ -19,18 +19,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from iln_jax.layers.linear import LINEAR_OUTPUT
 from iln_jax.layers.swin import effective_window
+
+# Linear layers hide their matmul inside a custom VJP on CPU (iln_jax/layers/linear.py); their
+# outputs are named so that the matmul-keeping policies keep them on every backend alike.
+_LINEAR_OUTPUTS = jax.checkpoint_policies.save_only_these_names(LINEAR_OUTPUT)
+_policies = jax.checkpoint_policies
 
 # remat_policy name -> the jax.checkpoint policy (None: no rematerialisation).
 REMAT_POLICIES: dict[str, Optional[Callable]] = {
     "none": None,
     # Recompute each transformer block; keep only its input.
-    "block": jax.checkpoint_policies.nothing_saveable,
+    "block": _policies.nothing_saveable,
     # Keep the outputs of the token-wise matmuls (qkv, proj, MLP), recompute norms, attention
     # softmax, convolutions and elementwise ops.
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": _policies.save_from_both_policies(_policies.dots_with_no_batch_dims_saveable, _LINEAR_OUTPUTS),
     # Keep every matmul and convolution output (incl. the batched attention products).
-    "dots_and_convs": jax.checkpoint_policies.dots_saveable,
+    "dots_and_convs": _policies.save_from_both_policies(_policies.dots_saveable, _LINEAR_OUTPUTS),
 }
 SCAN_RNGS = {"params": True, "dropout": True}
 
