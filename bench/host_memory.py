@@ -30,7 +30,6 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
 from iln_jax import host_memory
 reused = host_memory.configure({policy!r})
-import jax
 from train_step import _config, time_jax
 c = _config({config!r}, {norm!r}, {batch!r}, {patch!r}, None, {kwargs!r})
 r = time_jax(c, 0, {warmup})
