@@ -23,14 +23,18 @@ Runs on CPU or GPU (both frameworks use the default accelerator; the device is r
 
 ``--model-kwargs`` overrides model arguments (``scan_layers``, ``remat_policy``, ``attention_impl``);
 ``--xla-tuning both`` times each configuration with and without ``iln_jax.xla_options.tuned()``
-(before/after the per-backend tuning, in one run). XLA's planned memory of the compiled step
-(temp, arguments, outputs) is reported with every timing.
+(before/after the per-backend tuning, in one run); ``--conv both`` likewise times the
+convolutions' per-backend formulations (``iln_jax/layers/conv.py``) against XLA's own
+(``ILN_JAX_CONV=xla``). XLA's planned memory of the compiled step (temp, arguments, outputs) is
+reported with every timing.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -71,6 +75,9 @@ def parse_args(argv=None):
                    '\'{"scan_layers": true, "remat_policy": "dots"}\'')
     p.add_argument("--xla-tuning", default="on", choices=("on", "off", "both"),
                    help="compile with iln_jax.xla_options.tuned() (on), without (off), or time both")
+    p.add_argument("--conv", default="auto", choices=("auto", "xla", "both"),
+                   help="convolutions as iln_jax.layers.conv formulates them per backend (auto), as XLA's "
+                        "own everywhere (xla), or time both")
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3,
                    help="timing rounds, interleaved over every configuration (JAX and PyTorch); the table "
@@ -115,9 +122,33 @@ def _memory(compiled) -> dict:
                 output_gib=m.output_size_in_bytes / gib, alias_gib=m.alias_size_in_bytes / gib)
 
 
-def time_jax(c, steps: int, warmup: int, *, tuning: bool = True) -> dict:
+def time_jax(c, steps: int, warmup: int, *, tuning: bool = True, conv: str = "auto") -> dict:
     """Compile and time the train step of config ``c``; with ``tuning`` False, without the
-    per-backend XLA options (``iln_jax.xla_options.tuned``)."""
+    per-backend XLA options (``iln_jax.xla_options.tuned``); ``conv``: the ``ILN_JAX_CONV``
+    formulation the step is traced with."""
+    with _conv_formulation(conv):
+        out = _time_jax(c, steps, warmup, tuning=tuning)
+    if conv != "auto":
+        out["impl"] += f" {conv}-conv"
+    out["conv"] = conv
+    return out
+
+
+@contextlib.contextmanager
+def _conv_formulation(value: str):
+    from iln_jax.layers.conv import CONV_ENV
+    before = os.environ.get(CONV_ENV)
+    os.environ[CONV_ENV] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CONV_ENV)
+        else:
+            os.environ[CONV_ENV] = before
+
+
+def _time_jax(c, steps: int, warmup: int, *, tuning: bool) -> dict:
     import jax
     from iln_jax import xla_options
     from iln_jax.train import DataParallel, build_model, create_train_state, train_step
@@ -357,14 +388,15 @@ def main(argv=None):
     norms = [n.strip() for n in a.norms.split(",") if n.strip()]
     dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
     tunings = {"on": (True,), "off": (False,), "both": (False, True)}[a.xla_tuning]
+    convs = {"auto": ("auto",), "xla": ("xla",), "both": ("xla", "auto")}[a.conv]
     model_kwargs = json.loads(a.model_kwargs)
     results, configs = [], {}
     for norm in norms:
         for dtype in dtypes:
-            for tuning in tunings:
+            for tuning, conv in itertools.product(tunings, convs):
                 c = _config(a.config, norm, a.batch, a.patch, a.parallel, model_kwargs)
                 c.train.compute_dtype = dtype
-                r = time_jax(c, a.steps, a.warmup, tuning=tuning)
+                r = time_jax(c, a.steps, a.warmup, tuning=tuning, conv=conv)
                 configs.setdefault(norm, (c, r))
                 results.append(r)
                 print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",

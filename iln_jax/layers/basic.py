@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from iln_jax.layers.conv import Conv
 from iln_jax.layers.linear import Linear
 
 # torch.nn.GELU() is the exact erf form; jax.nn.gelu defaults to the tanh approximation.
@@ -21,10 +22,10 @@ trunc_normal_init = nn.initializers.truncated_normal(stddev=0.02)
 
 
 def conv(features: int, kernel_size: int = 3, *, name: str, use_bias: bool = True,
-         groups: int = 1, dtype=None) -> nn.Conv:
+         groups: int = 1, dtype=None) -> Conv:
     """A stride-1 'same' conv as ``nn.Conv2d(..., k, 1, k // 2)``; NHWC, HWIO kernel."""
     pad = kernel_size // 2
-    return nn.Conv(features, (kernel_size, kernel_size), padding=((pad, pad), (pad, pad)),
+    return Conv(features, (kernel_size, kernel_size), padding=((pad, pad), (pad, pad)),
                    use_bias=use_bias, feature_group_count=groups, kernel_init=torch_default_kernel_init,
                    name=name, dtype=dtype)
 

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from iln_jax.layers.basic import conv, gelu, torch_default_kernel_init
 from iln_jax.layers.channel_attention import (GlobalSpatialTokens, NonlinearValue, VALUE_TRANSFORMS,
                                               adaptive_pool_matrix, bilinear_matrix, l2_normalize, resample_2d)
+from iln_jax.layers.conv import Conv
 from iln_jax.models.unet_shell import ChannelAttentionUNet
 
 GROUP_RATIOS = (1, 2, 2, 3)
@@ -50,9 +51,9 @@ def group_sizes(channels: int) -> list[int]:
     return [int(r / sum(GROUP_RATIOS) * channels) for r in GROUP_RATIOS]
 
 
-def conv1d(features: int, name: str, dtype=None) -> nn.Conv:
+def conv1d(features: int, name: str, dtype=None) -> Conv:
     """``nn.Conv1d(..., kernel_size=1)`` (with bias) on channels-last input."""
-    return nn.Conv(features, (1,), use_bias=True, kernel_init=torch_default_kernel_init, name=name, dtype=dtype)
+    return Conv(features, (1,), padding=((0, 0),), use_bias=True, kernel_init=torch_default_kernel_init, name=name, dtype=dtype)
 
 
 def rank_channels(q: jnp.ndarray, faithful: bool) -> jnp.ndarray:

@@ -19,12 +19,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from iln_jax.layers.conv import CONV_OUTPUT
 from iln_jax.layers.linear import LINEAR_OUTPUT
 from iln_jax.layers.swin import effective_window
 
-# Linear layers hide their matmul inside a custom VJP on CPU (iln_jax/layers/linear.py); their
-# outputs are named so that the matmul-keeping policies keep them on every backend alike.
+# Linear layers and convolutions hide their matmul/convolution inside a custom VJP or another
+# formulation on CPU (iln_jax/layers/linear.py, conv.py); their outputs are named so that the
+# matmul- and conv-keeping policies keep them on every backend alike.
 _LINEAR_OUTPUTS = jax.checkpoint_policies.save_only_these_names(LINEAR_OUTPUT)
+_LINEAR_AND_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names(LINEAR_OUTPUT, CONV_OUTPUT)
 _policies = jax.checkpoint_policies
 
 # remat_policy name -> the jax.checkpoint policy (None: no rematerialisation).
@@ -36,7 +39,7 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
     # softmax, convolutions and elementwise ops.
     "dots": _policies.save_from_both_policies(_policies.dots_with_no_batch_dims_saveable, _LINEAR_OUTPUTS),
     # Keep every matmul and convolution output (incl. the batched attention products).
-    "dots_and_convs": _policies.save_from_both_policies(_policies.dots_saveable, _LINEAR_OUTPUTS),
+    "dots_and_convs": _policies.save_from_both_policies(_policies.dots_saveable, _LINEAR_AND_CONV_OUTPUTS),
 }
 SCAN_RNGS = {"params": True, "dropout": True}
 
