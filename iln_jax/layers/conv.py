@@ -9,8 +9,7 @@ forward and backward, 6 s in a loop). On the CPU, therefore:
 
 * a 1x1 convolution is the token-wise matmul it is (:func:`iln_jax.layers.linear.linear`);
 * a dense k x k convolution has a custom VJP whose two gradient convolutions are written in the
-  canonical layout, their operands transposed as arrays of their own (an optimisation barrier keeps
-  XLA from folding the transposes back into a non-canonical convolution);
+  canonical layout, their operands flipped and transposed explicitly;
 * a depthwise convolution is the sum of its k*k shifted, per-channel-scaled copies of the input,
   which XLA fuses into one loop; its input gradient is the same sum over dy, its weight gradient a
   loop of per-tap reductions (two Restormer-size layers, 4 x 128^2 x 254, forward and backward:
@@ -68,12 +67,12 @@ def _canonical_backward(padding: Padding):
         size = kernel.shape[:spatial]
         axes = tuple(range(spatial))
         # Input gradient: the correlation of dy with the flipped kernel, in and out swapped.
-        flipped = jax.lax.optimization_barrier(jnp.swapaxes(jnp.flip(kernel, axes), -1, -2))
+        flipped = jnp.swapaxes(jnp.flip(kernel, axes), -1, -2)
         dx = _xla_conv(dy, flipped, tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(size, padding)))
         # Weight gradient: a convolution whose "batch" is the input channels and whose features
         # are the images: x as (Cin, *spatial, B), dy as the kernel (*spatial, B, Cout).
-        x_t = jax.lax.optimization_barrier(jnp.transpose(x, (x.ndim - 1, *range(1, x.ndim - 1), 0)))
-        dy_t = jax.lax.optimization_barrier(jnp.moveaxis(dy, 0, -2))
+        x_t = jnp.transpose(x, (x.ndim - 1, *range(1, x.ndim - 1), 0))
+        dy_t = jnp.moveaxis(dy, 0, -2)
         dkernel = jnp.moveaxis(_xla_conv(x_t, dy_t, padding), 0, -2)
         return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
