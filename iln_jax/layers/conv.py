@@ -50,6 +50,11 @@ def _xla_conv(x, kernel, padding: Padding, groups: int = 1):
                                         dimension_numbers=_DIMS[len(padding)], feature_group_count=groups)
 
 
+def _gradient_padding(size: Sequence[int], padding: Padding) -> Padding:
+    """The padding under which correlating dy with the flipped kernel gives a stride-1 input gradient."""
+    return tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(size, padding))
+
+
 @functools.lru_cache(maxsize=None)  # one custom_vjp per padding, so JAX's tracing caches apply
 def _canonical_backward(padding: Padding):
     """A stride-1 dense convolution whose VJP is two canonical-layout convolutions."""
@@ -68,7 +73,7 @@ def _canonical_backward(padding: Padding):
         axes = tuple(range(spatial))
         # Input gradient: the correlation of dy with the flipped kernel, in and out swapped.
         flipped = jnp.swapaxes(jnp.flip(kernel, axes), -1, -2)
-        dx = _xla_conv(dy, flipped, tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(size, padding)))
+        dx = _xla_conv(dy, flipped, _gradient_padding(size, padding))
         # Weight gradient: a convolution whose "batch" is the input channels and whose features
         # are the images: x as (Cin, *spatial, B), dy as the kernel (*spatial, B, Cout).
         x_t = jnp.transpose(x, (x.ndim - 1, *range(1, x.ndim - 1), 0))
@@ -110,7 +115,7 @@ def _depthwise_as_shifts(padding: Padding):
         x, kernel = residuals
         size = kernel.shape[:spatial]
         flipped = jnp.flip(kernel[..., 0, :], tuple(range(spatial)))
-        dx = _shifted_sum(dy, flipped, tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(size, padding)))
+        dx = _shifted_sum(dy, flipped, _gradient_padding(size, padding))
         # One reduction per tap of the shifted input times dy, in a loop over the taps: XLA:CPU
         # materialises the shifted window that feeds each reduction, and unrolled, it kept all
         # k*k of them alive at once (Restormer's step planned 2.7x the memory).

@@ -26,9 +26,9 @@ from iln_jax.layers.swin import effective_window
 # Linear layers and convolutions hide their matmul/convolution inside a custom VJP or another
 # formulation on CPU (iln_jax/layers/linear.py, conv.py); their outputs are named so that the
 # matmul- and conv-keeping policies keep them on every backend alike.
-_LINEAR_OUTPUTS = jax.checkpoint_policies.save_only_these_names(LINEAR_OUTPUT)
-_LINEAR_AND_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names(LINEAR_OUTPUT, CONV_OUTPUT)
 _policies = jax.checkpoint_policies
+_LINEAR_OUTPUTS = _policies.save_only_these_names(LINEAR_OUTPUT)
+_LINEAR_AND_CONV_OUTPUTS = _policies.save_only_these_names(LINEAR_OUTPUT, CONV_OUTPUT)
 
 # remat_policy name -> the jax.checkpoint policy (None: no rematerialisation).
 REMAT_POLICIES: dict[str, Optional[Callable]] = {
