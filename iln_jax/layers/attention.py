@@ -94,7 +94,12 @@ def attend(q, k, v, *, bias=None, mask=None, scale: float = 1.0, dropout: Option
     impl = resolve_impl(impl, q.dtype, q.shape[-1])
     dropout_active = dropout is not None and dropout.rate > 0 and not dropout.deterministic
     if impl == "xla":
-        logits = jnp.einsum("bwqhd,bwkhd->bwhqk", q, k, preferred_element_type=jnp.float32) * scale
+        # Head-major operands, (B, nW, heads, N, d): each (window, head) matrix is contiguous, so the
+        # batched matmuls read plain row-major blocks and the head moves fuse into the window
+        # partition/reverse copies. Token-major einsums left XLA:CPU transposing inside the dots:
+        # HAT's 16x16 windows, fwd 119 -> 66 ms per attention (fwd+bwd 263 -> 240 ms).
+        q, k, v = (jnp.swapaxes(t, 2, 3) for t in (q, k, v))
+        logits = jnp.einsum("bwhqd,bwhkd->bwhqk", q, k, preferred_element_type=jnp.float32) * scale
         if bias is not None:
             logits = add_shared_bias(logits, bias)
         if mask is not None:
@@ -102,7 +107,7 @@ def attend(q, k, v, *, bias=None, mask=None, scale: float = 1.0, dropout: Option
         probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         if dropout is not None:
             probs = dropout(probs)
-        return jnp.einsum("bwhqk,bwkhd->bwqhd", probs, v)
+        return jnp.swapaxes(jnp.einsum("bwhqk,bwhkd->bwhqd", probs, v), 2, 3)
     if dropout_active:
         raise ValueError(f"attention_impl={impl!r} has no attention dropout; use 'xla' with attn_drop_rate > 0")
     b, nw, nq, heads, d = q.shape
