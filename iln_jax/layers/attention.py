@@ -1,7 +1,8 @@
 """Multi-head attention with a learned relative-position bias, over (possibly shifted) windows.
 
-Layout. Attention runs on ``(B, nW, N, heads, d)`` arrays: the window partition is the only data
-movement, and the head split/merge are free reshapes of the channel axis. The qkv and output
+Layout. :func:`attend` takes and returns ``(B, nW, N, heads, d)`` arrays: the head split/merge are
+free reshapes of the channel axis, and the ``xla`` implementation's move to head-major
+``(B, nW, heads, N, d)`` fuses into the window partition/reverse copies. The qkv and output
 projections are per token, so they are applied to the image-ordered map (before the partition and
 after the reverse); with the cyclic shift folded into the same partition this leaves one gather in
 and one out per attention, which XLA fuses with the neighbouring ops.
