@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,8 +46,9 @@ def tiny_config(spec: str = "configs/swinir.py:tiny=1", **overrides):
 
 def worker_env(num_devices: int, cache_dir: str | None = CACHE_DIR) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    # PYTHONFAULTHANDLER: a worker that ``finish`` finds hung is aborted and prints every thread's stack.
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+               PYTHONFAULTHANDLER="1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     if cache_dir:
         env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
@@ -69,7 +71,18 @@ def start_worker(spec: str, overrides: dict, workdir, *, num_devices: int, cache
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
-    out, _ = proc.communicate(timeout=timeout)
+    """Wait for a worker; one still running after ``timeout`` s fails the test with its output and
+    the stacks of its threads (SIGABRT -> faulthandler), so that a hang says where it hangs."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        raise AssertionError(f"worker still running after {timeout:g} s; its output and stacks:\n{out[-30000:]}") from None
     return proc.returncode, out
 
 

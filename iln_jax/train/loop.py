@@ -284,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLik
         print(f"[iln_jax] {cache_note}", flush=True)
     quiet_orbax_errors()  # failures are reported once, as this project's errors
     grace = config.train.get("sigterm_grace_seconds", 60.0)
-    with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace) as guard:
+    with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace, on_abandon=lock.release) as guard:
         try:
             return _train(_Trainer(config, workdir, model, lock=lock, guard=guard), on_step)
         except OSError as e:
