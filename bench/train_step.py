@@ -26,7 +26,9 @@ Runs on CPU or GPU (both frameworks use the default accelerator; the device is r
 (before/after the per-backend tuning, in one run); ``--conv both`` likewise times the
 convolutions' per-backend formulations (``iln_jax/layers/conv.py``) against XLA's own
 (``ILN_JAX_CONV=xla``). XLA's planned memory of the compiled step (temp, arguments, outputs) is
-reported with every timing.
+reported with every timing. ``--parts`` adds the forward alone (the training loss, no gradients)
+and the loss with its gradients (no optimizer) as their own rows, JAX and PyTorch, so that a gap
+can be placed in the forward, the backward or the update.
 """
 from __future__ import annotations
 
@@ -78,6 +80,9 @@ def parse_args(argv=None):
     p.add_argument("--conv", default="auto", choices=("auto", "xla", "both"),
                    help="convolutions as iln_jax.layers.conv formulates them per backend (auto), as XLA's "
                         "own everywhere (xla), or time both")
+    p.add_argument("--parts", action="store_true",
+                   help="also time the forward alone (the loss, no gradients) and the loss with its gradients "
+                        "(no optimizer), JAX and PyTorch, to show which part of the step a gap is in")
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3,
                    help="timing rounds, interleaved over every configuration (JAX and PyTorch); the table "
@@ -122,15 +127,19 @@ def _memory(compiled) -> dict:
                 output_gib=m.output_size_in_bytes / gib, alias_gib=m.alias_size_in_bytes / gib)
 
 
-def time_jax(c, steps: int, warmup: int, *, tuning: bool = True, conv: str = "auto") -> dict:
+def time_jax(c, steps: int, warmup: int, *, tuning: bool = True, conv: str = "auto", parts: bool = False) -> dict:
     """Compile and time the train step of config ``c``; with ``tuning`` False, without the
     per-backend XLA options (``iln_jax.xla_options.tuned``); ``conv``: the ``ILN_JAX_CONV``
-    formulation the step is traced with."""
+    formulation the step is traced with. With ``parts``, ``out["_parts"]`` holds the results of the
+    forward alone and of the loss with its gradients (see :func:`_time_jax_parts`)."""
     with _conv_formulation(conv):
         out = _time_jax(c, steps, warmup, tuning=tuning)
-    if conv != "auto":
-        out["impl"] += f" {conv}-conv"
-    out["conv"] = conv
+        if parts:
+            out["_parts"] = _time_jax_parts(c, out, steps, warmup, tuning=tuning)
+    for r in [out, *out.get("_parts", [])]:
+        if conv != "auto":
+            r["impl"] += f" {conv}-conv"
+        r["conv"] = conv
     return out
 
 
@@ -212,7 +221,54 @@ def _time_jax(c, steps: int, warmup: int, *, tuning: bool) -> dict:
     out["_variables"] = raw
     out["_model"] = model
     out["_run"] = run
+    out["_inputs"] = (holder["state"], batch, options)
     return out
+
+
+def _time_jax_parts(c, step_result: dict, steps: int, warmup: int, *, tuning: bool) -> list[dict]:
+    """The forward alone (the training loss, nothing kept for a backward) and the loss with its
+    gradients (no optimizer, no EMA), compiled as their own programs on the step's state and batch."""
+    import jax
+    import jax.numpy as jnp
+    from iln_jax.inference.precision import cast_floating
+    from iln_jax.train.step import COMPUTE_DTYPES, restoration_loss
+
+    state, batch, options = step_result.pop("_inputs")
+    params = jax.tree.map(jnp.copy, state.params)  # the step donates its state: keep a copy of its own
+    model, low = step_result["_model"], COMPUTE_DTYPES[c.train.compute_dtype]
+    if low is not None:
+        model = model.clone(dtype=low)
+    key = jax.random.key(0)
+
+    def loss(params, batch):
+        if low is not None:
+            params = cast_floating(params, low)
+        mutable = list(state.model_state) or False
+        out = model.apply({"params": params, **state.model_state}, batch["lq"], train=True, rngs={"dropout": key},
+                          mutable=mutable)
+        pred = out[0] if mutable else out
+        return restoration_loss(pred.astype(jnp.float32), batch["gt"], c.loss)
+
+    results = []
+    for part, fn in (("forward", loss), ("loss+grad", jax.value_and_grad(loss))):
+        t0 = time.perf_counter()
+        compiled = jax.jit(fn).lower(params, batch).compile(options)
+        compile_s = time.perf_counter() - t0
+        for _ in range(warmup + 1):
+            jax.block_until_ready(compiled(params, batch))
+
+        def run(n: int, compiled=compiled) -> float:
+            t = time.perf_counter()
+            for _ in range(n):
+                out = compiled(params, batch)
+            jax.block_until_ready(out)
+            return (time.perf_counter() - t) / max(n, 1)
+
+        dt = run(steps)
+        results.append(dict(impl=step_result["impl"], part=part, norm=c.model.norm, params=step_result["params"],
+                            compile_s=compile_s, ms_per_step=dt * 1e3, steps_per_s=1 / dt,
+                            patches_per_s=c.data.batch_size / dt, _run=run, **_memory(compiled)))
+    return results
 
 
 # --- the official PyTorch model -------------------------------------------------------------
@@ -288,7 +344,7 @@ def _torch_class(ref: Path, arch: str, norm: str):
     return None
 
 
-def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int):
+def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, parts: bool = False):
     arch, norm = c.model.arch, c.model.norm
     torch = _install_import_shims()
     cls = next((k for k in (_torch_class(ref, arch, norm) for ref in refs) if k is not None), None)
@@ -345,10 +401,40 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int):
 
     dt = run(steps)
     loss = last["loss"]
-    return dict(impl=f"torch {torch.__version__} ({device})", norm=norm,
-                params=sum(p.numel() for p in net.parameters()), compile_s=first, ms_per_step=dt * 1e3,
-                steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt, loss=float(loss.detach()),
-                forward_max_abs_diff_vs_jax=max_diff, _run=run)
+    impl = f"torch {torch.__version__} ({device})"
+    n_params = sum(p.numel() for p in net.parameters())
+    out = dict(impl=impl, norm=norm, params=n_params, compile_s=first, ms_per_step=dt * 1e3, steps_per_s=1 / dt,
+               patches_per_s=c.data.batch_size / dt, loss=float(loss.detach()), forward_max_abs_diff_vs_jax=max_diff,
+               _run=run)
+    if parts:
+        def forward():
+            with torch.no_grad():
+                return (net(x) - y).abs().mean()
+
+        def loss_and_grad():
+            opt.zero_grad(set_to_none=True)
+            loss = (net(x) - y).abs().mean()
+            loss.backward()
+            return loss
+
+        out["_parts"] = []
+        for part, fn in (("forward", forward), ("loss+grad", loss_and_grad)):
+            for _ in range(warmup + 1):
+                fn()
+            sync()
+
+            def run_part(n: int, fn=fn) -> float:
+                t = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                sync()
+                return (time.perf_counter() - t) / max(n, 1)
+
+            dt = run_part(steps)
+            out["_parts"].append(dict(impl=impl, part=part, norm=norm, params=n_params, compile_s=0.0,
+                                      ms_per_step=dt * 1e3, steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt,
+                                      _run=run_part))
+    return out
 
 
 def device_info() -> dict:
@@ -396,23 +482,25 @@ def main(argv=None):
             for tuning, conv in itertools.product(tunings, convs):
                 c = _config(a.config, norm, a.batch, a.patch, a.parallel, model_kwargs)
                 c.train.compute_dtype = dtype
-                r = time_jax(c, a.steps, a.warmup, tuning=tuning, conv=conv)
+                r = time_jax(c, a.steps, a.warmup, tuning=tuning, conv=conv, parts=a.parts)
                 configs.setdefault(norm, (c, r))
-                results.append(r)
+                results += [r, *r.pop("_parts", [])]
                 print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",
                       flush=True)
         c, r = configs[norm]
         if a.torch_ref:
             try:
-                t = time_torch(c, [Path(x).expanduser() for x in a.torch_ref.split(",")], r, a.steps, a.warmup)
+                t = time_torch(c, [Path(x).expanduser() for x in a.torch_ref.split(",")], r, a.steps, a.warmup,
+                               parts=a.parts)
             except Exception as e:  # noqa: BLE001 - report and keep the JAX numbers
                 print(f"[bench] torch reference failed for {norm}: {type(e).__name__}: {e}", flush=True)
                 t = None
             if t is not None:
-                results.append(t)
+                results += [t, *t.pop("_parts", [])]
                 print(f"[bench] {t['impl']} {norm}: {t['ms_per_step']:.1f} ms/step", flush=True)
         for r in results:
-            r.pop("_variables", None), r.pop("_forward", None), r.pop("_model", None)  # free the memory
+            for k in ("_variables", "_forward", "_model", "_inputs"):  # free the memory
+                r.pop(k, None)
     interleave_rounds(results, a.rounds, a.steps)
     c0 = configs[norms[0]][0]
     report = dict(config=a.config, arch=c0.model.arch, batch=c0.data.batch_size, patch=c0.data.patch_size,
@@ -420,12 +508,16 @@ def main(argv=None):
                   load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(),
                   host_malloc=a.host_malloc, host_malloc_reused=host_malloc_reused,
                   results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results])
-    jax_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"] == "jax"}
+    steps_only = [r for r in results if "part" not in r]
+    jax_ms = {r["norm"]: r["ms_per_step"] for r in steps_only if r["impl"] == "jax"}
     if "layernorm" in jax_ms:
         report["overhead_vs_layernorm_pct"] = {n: 100 * (ms / jax_ms["layernorm"] - 1) for n, ms in jax_ms.items()
                                                if n != "layernorm"}
-    torch_ms = {r["norm"]: r["ms_per_step"] for r in results if r["impl"].startswith("torch")}
+    torch_ms = {r["norm"]: r["ms_per_step"] for r in steps_only if r["impl"].startswith("torch")}
     report["speed_vs_torch"] = {n: torch_ms[n] / jax_ms[n] for n in torch_ms if n in jax_ms}
+    parts = {(r["impl"].split()[0], r["norm"], r["part"]): r["ms_per_step"] for r in results if "part" in r}
+    report["parts_speed_vs_torch"] = {f"{n} {part}": parts[("torch", n, part)] / ms for (impl, n, part), ms
+                                      in parts.items() if impl == "jax" and ("torch", n, part) in parts}
     return publish(report, format_table(report), a.json)
 
 
@@ -441,15 +533,16 @@ def format_table(r: dict) -> str:
     lines = [f"{r['arch']} train step: global batch {r['batch']} x {r['patch']}x{r['patch']} LR patches, "
              f"{r['parallel']} over {r['device_count']} x {r['device']} ({r['backend']}, jax {r['jax']})"
              + (f", model options {r['model_kwargs']}" if r.get("model_kwargs") else ""),
-             f"{'impl':<28}{'norm':<11}{'params':>12}{'compile s':>11}{'ms/step':>10}{'min ms':>9}{'steps/s':>9}"
+             f"{'impl':<38}{'norm':<11}{'params':>12}{'compile s':>11}{'ms/step':>10}{'min ms':>9}{'steps/s':>9}"
              f"{'patches/s':>11}{'temp GiB':>10}"]
     for x in r["results"]:
         temp = f"{x['temp_gib']:>10.2f}" if "temp_gib" in x else f"{'-':>10}"
-        lines.append(f"{x['impl']:<28}{x['norm']:<11}{x['params']:>12,}{x['compile_s']:>11.2f}"
+        impl = x["impl"] + (f" ({x['part']})" if "part" in x else "")
+        lines.append(f"{impl:<38}{x['norm']:<11}{x['params']:>12,}{x['compile_s']:>11.2f}"
                      f"{x['ms_per_step']:>10.1f}{x.get('min_ms_per_step', x['ms_per_step']):>9.1f}"
                      f"{x['steps_per_s']:>9.3f}{x['patches_per_s']:>11.2f}{temp}")
         if "forward_max_abs_diff_vs_jax" in x:
-            lines.append(f"{'':<28}(forward max |torch - jax| = {x['forward_max_abs_diff_vs_jax']:.2e}; "
+            lines.append(f"{'':<38}(forward max |torch - jax| = {x['forward_max_abs_diff_vs_jax']:.2e}; "
                          f"'compile s' = first step)")
     if "load_average_start" in r:
         lines.append(f"ms/step: median of {r['rounds']} interleaved rounds of {r['steps']} steps; 1-min load average "
@@ -458,6 +551,8 @@ def format_table(r: dict) -> str:
         lines.append(f"step-time overhead of {n} vs layernorm: {pct:+.1f}%")
     for n, ratio in r.get("speed_vs_torch", {}).items():
         lines.append(f"{n}: iln_jax runs at {ratio:.2f}x the official PyTorch model's speed")
+    for name, ratio in r.get("parts_speed_vs_torch", {}).items():
+        lines.append(f"{name} alone: iln_jax at {ratio:.2f}x PyTorch's speed")
     return "\n".join(lines)
 
 
