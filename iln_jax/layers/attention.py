@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.layers.basic import dense, trunc_normal_init
+from iln_jax.layers.rearrange import unstack
 from iln_jax.layers.window import from_windows, relative_position_index, shifted_window_mask, to_windows
 
 ATTENTION_IMPLS = ("xla", "jax", "cudnn", "auto")
@@ -132,7 +133,7 @@ def split_qkv(windows: jnp.ndarray, num_heads: int) -> tuple[jnp.ndarray, jnp.nd
     """(B, nW, N, 3C) with channels ordered (q|k|v, head, d) -> three (B, nW, N, heads, d)."""
     b, nw, n, c3 = windows.shape
     qkv = windows.reshape(b, nw, n, 3, num_heads, c3 // (3 * num_heads))
-    return qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+    return unstack(qkv, axis=3)
 
 
 class WindowAttention(nn.Module):

@@ -26,6 +26,7 @@ import numpy as np
 
 from iln_jax.layers.basic import conv, gelu
 from iln_jax.layers.norms import ModuleDef
+from iln_jax.layers.rearrange import split
 
 VALUE_TRANSFORMS = ("none", "residual", "replace")
 F_NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's default
@@ -96,7 +97,7 @@ class GDFN(nn.Module):
         hidden = int(self.dim * self.ffn_expansion_factor)
         x = conv(2 * hidden, 1, name="project_in", use_bias=self.bias, dtype=self.dtype)(x)
         x = conv(2 * hidden, 3, name="dwconv", use_bias=self.bias, groups=2 * hidden, dtype=self.dtype)(x)
-        x1, x2 = jnp.split(x, 2, axis=-1)
+        x1, x2 = split(x, 2, axis=-1)
         return conv(self.dim, 1, name="project_out", use_bias=self.bias, dtype=self.dtype)(gelu(x1) * x2)
 
 
@@ -186,7 +187,7 @@ class MDTA(nn.Module):
         temperature = self.param("temperature", nn.initializers.ones, (heads, 1, 1))
         qkv = conv(3 * c, 1, name="qkv", use_bias=self.bias, dtype=self.dtype)(x)
         qkv = conv(3 * c, 3, name="qkv_dwconv", use_bias=self.bias, groups=3 * c, dtype=self.dtype)(qkv)
-        q, k, v = jnp.split(qkv, 3, axis=-1)
+        q, k, v = split(qkv, 3, axis=-1)
         if self.value_transform != "none":
             v = NonlinearValue(self.value_transform == "residual", self.bias, self.dtype, name="value_transform")(v)
         q, k, v = (to_heads(t, heads) for t in (q, k, v))

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax.layers.rearrange import roll
+
 # The official code masks cross-region pairs with -100 (not -inf): after softmax they are ~4e-44,
 # and an all-masked row stays finite.
 MASK_VALUE = -100.0
@@ -25,7 +27,7 @@ def to_windows(x: jnp.ndarray, window_size: int, shift_size: int = 0) -> jnp.nda
     Flattening the first two axes gives the official ``window_partition`` order (batch-major).
     """
     if shift_size:
-        x = jnp.roll(x, (-shift_size, -shift_size), axis=(1, 2))
+        x = roll(x, (-shift_size, -shift_size), (1, 2))
     b, h, w, c = x.shape
     ws = window_size
     x = x.reshape(b, h // ws, ws, w // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
@@ -40,7 +42,7 @@ def from_windows(windows: jnp.ndarray, window_size: int, height: int, width: int
     x = windows.reshape(b, height // ws, width // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
     x = x.reshape(b, height, width, c)
     if shift_size:
-        x = jnp.roll(x, (shift_size, shift_size), axis=(1, 2))
+        x = roll(x, (shift_size, shift_size), (1, 2))
     return x
 
 

@@ -27,6 +27,7 @@ from iln_jax.layers.attention import attend, relative_position_bias
 from iln_jax.layers.basic import Mlp, conv, dense, gelu, trunc_normal_init
 from iln_jax.layers.norm_registry import NormSpec
 from iln_jax.layers.norms import ModuleDef
+from iln_jax.layers.rearrange import split, unstack
 from iln_jax.layers.squeeze_excitation import ChannelAttention
 from iln_jax.layers.swin import SwinBlock
 from iln_jax.layers.window import (from_windows, overlap_window_size, overlapping_relative_position_index,
@@ -88,11 +89,12 @@ class OCAB(nn.Module):
         b, h, w, _ = x.shape
 
         y, branch_scale = self.norm(name="norm1")(x)
-        q, kv = jnp.split(dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(y), [self.dim], axis=-1)
+        q, kv = split(dense(3 * self.dim, use_bias=self.qkv_bias, name="qkv")(y), [self.dim], axis=-1)
         q = to_windows(q, ws).reshape(b, -1, ws * ws, heads, self.dim // heads)
         kv = overlapping_window_partition(kv, ws, wse).reshape(b, -1, wse * wse, 2, heads, self.dim // heads)
         bias = relative_position_bias(table, overlapping_relative_position_index(ws, wse))
-        out = attend(q, kv[:, :, :, 0], kv[:, :, :, 1], bias=bias, scale=scale, impl=self.attention_impl)
+        k, v = unstack(kv, axis=3)
+        out = attend(q, k, v, bias=bias, scale=scale, impl=self.attention_impl)
         out = from_windows(out.reshape(*out.shape[:3], self.dim), ws, h, w)
         x = x + branch_scale * dense(self.dim, name="proj")(out)
 

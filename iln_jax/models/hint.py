@@ -41,6 +41,7 @@ from iln_jax.layers.basic import conv, gelu, torch_default_kernel_init
 from iln_jax.layers.channel_attention import (GlobalSpatialTokens, NonlinearValue, VALUE_TRANSFORMS,
                                               adaptive_pool_matrix, bilinear_matrix, l2_normalize, resample_2d)
 from iln_jax.layers.conv import Conv
+from iln_jax.layers.rearrange import split
 from iln_jax.models.unet_shell import ChannelAttentionUNet
 
 GROUP_RATIOS = (1, 2, 2, 3)
@@ -115,7 +116,7 @@ class InterCacheModulation(nn.Module):
     def __call__(self, attn, cache):
         rows = lambda f, t: jnp.swapaxes(f(jnp.swapaxes(t, 1, 2)), 1, 2)  # Conv1d over axis 1
         z = pool_cache(cache, self.in_c).astype(attn.dtype) + attn
-        scale, shift = jnp.split(rows(conv1d(2 * self.in_c, "conv_width", self.dtype), z), 2, axis=1)
+        scale, shift = split(rows(conv1d(2 * self.in_c, "conv_width", self.dtype), z), 2, axis=1)
         y = attn * scale + shift
         return y * gelu(rows(conv1d(self.in_c, "gatingConv", self.dtype), y))
 
@@ -186,7 +187,7 @@ class HMHA(nn.Module):
         temperature = self.param("temperature", nn.initializers.ones, (len(GROUP_RATIOS), 1, 1))
         qkv = conv(3 * c, 1, name="qkv", use_bias=self.bias, dtype=self.dtype)(x)
         qkv = conv(3 * c, 3, name="qkv_dwconv", use_bias=self.bias, groups=3 * c, dtype=self.dtype)(qkv)
-        q, k, v = jnp.split(qkv, 3, axis=-1)
+        q, k, v = split(qkv, 3, axis=-1)
         if self.value_transform not in VALUE_TRANSFORMS:
             raise ValueError(f"Unknown value_transform {self.value_transform!r}; valid: {VALUE_TRANSFORMS}")
         if self.value_transform != "none":
