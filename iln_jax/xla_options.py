@@ -8,7 +8,8 @@
   step took 12.0-12.8 s, with matmuls and reductions 10.2-11.1 s, in an earlier measurement);
   and its matmuls are slower than Eigen's at these models' shapes (qkv 9216x180 @ 180x540: 12.0
   ms vs 8.4 ms alone; in the step, Eigen's / YNNPACK's time per interleaved round, median
-  [quartiles]: SwinIR-M x4 4 x 48^2 0.967 [0.924, 1.008] over 14 rounds, its first RSTB alone 0.941 [0.884, 0.981] over 30, HAT x4's first RHAG at 4 x 64^2
+  [quartiles]: SwinIR-M x4 4 x 48^2 0.967 [0.924, 1.008] over 14 rounds, its first RSTB alone
+  0.941 [0.884, 0.981] over 30, HAT x4's first RHAG at 4 x 64^2
   0.924 [0.868, 0.958] over 16; all on the 2-core CPU). ``bench/train_step.py --xla-tuning both``
   repeats the comparison with and without the option. The option is probed once; an XLA that
   does not know it gets no options (and a warning) rather than a failed compilation. GPU/TPU:
