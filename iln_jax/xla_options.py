@@ -1,19 +1,17 @@
 """XLA compile options per backend, in one place; every compilation of the project uses them.
 
 * :func:`tuned` -- options that make the models faster on the current backend. On CPU, XLA (jax
-  0.10) hands matmuls, convolutions, reductions and some elementwise fusions to YNNPACK. Only the
-  reductions stay there: without them XLA's own column reductions and transposes get slower
-  (the SwinIR-M x4 step +16 %); YNNPACK's convolutions are slow to differentiate (a 180->180 3x3
-  conv at 4x48x48: 230 ms for the weight gradient, 34 ms in XLA's own kernel; with every type the
-  step took 12.0-12.8 s, with matmuls and reductions 10.2-11.1 s, in an earlier measurement);
-  and its matmuls are slower than Eigen's at these models' shapes (qkv 9216x180 @ 180x540: 12.0
-  ms vs 8.4 ms alone; in the step, Eigen's / YNNPACK's time per interleaved round, median
-  [quartiles]: SwinIR-M x4 4 x 48^2 0.967 [0.924, 1.008] over 14 rounds, its first RSTB alone
-  0.941 [0.884, 0.981] over 30, HAT x4's first RHAG at 4 x 64^2
-  0.924 [0.868, 0.958] over 16; all on the 2-core CPU). ``bench/train_step.py --xla-tuning both``
-  repeats the comparison with and without the option. The option is probed once; an XLA that
-  does not know it gets no options (and a warning) rather than a failed compilation. GPU/TPU:
-  none needed.
+  0.10) hands matmuls, convolutions, reductions and some elementwise fusions to YNNPACK. Its
+  convolutions are slow to differentiate (a 180->180 3x3 conv at 4x48x48: 230 ms for the weight
+  gradient, 34 ms in XLA's own kernel), so only matmuls and reductions stay there: the SwinIR-M x4
+  train step (4 x 48^2) takes 10.2-11.1 s instead of 12.0-12.8 s, and compiles in 35 s instead of
+  44 s (interleaved in one process on the 2-core CPU; ``bench/train_step.py --xla-tuning both``
+  repeats the comparison). Matmuls on Eigen instead (YNNPACK for reductions only) were measured
+  too and not kept: a few percent faster (Eigen/YNNPACK step time per interleaved round, SwinIR-M
+  x4 0.967 [quartiles 0.924, 1.008]), but Eigen's results depend on the number of rows, so a
+  batch split over devices no longer gives the single device's outputs bit for bit
+  (tests/validate_mesh_test.py: 1-ulp differences). The option is probed once; an XLA that does not know it gets no
+  options (and a warning) rather than a failed compilation. GPU/TPU: none needed.
 * :func:`fast_compile` -- trade run time for compile time (CPU only): for tests and one-off jobs.
 
 Use ``jax.jit(f, compiler_options=xla_options.tuned())`` or ``lowered.compile(xla_options.tuned())``;
@@ -32,9 +30,11 @@ import jax.numpy as jnp
 log = logging.getLogger(__name__)
 
 TUNING_ENV = "ILN_JAX_XLA_TUNING"
-# YNNPACK fusion types XLA:CPU may form: reductions only; matmuls go to Eigen, convolutions and
-# elementwise fusions to XLA's emitters and Eigen (the measurements are in the module docstring).
-_CPU_TUNING = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+# YNNPACK fusion types XLA:CPU may form: matmuls and reductions (without the reductions, XLA's own
+# column reductions and transposes get slower than what is gained); convolutions and elementwise
+# fusions go to XLA's emitters and Eigen.
+_CPU_TUNING = {"xla_cpu_experimental_ynn_fusion_type":
+               "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.lru_cache(maxsize=None)
