@@ -10,8 +10,9 @@
   too and not kept: a few percent faster (Eigen/YNNPACK step time per interleaved round, SwinIR-M
   x4 0.967 [quartiles 0.924, 1.008]), but Eigen's results depend on the number of rows, so a
   batch split over devices no longer gives the single device's outputs bit for bit
-  (tests/validate_mesh_test.py: 1-ulp differences). The option is probed once; an XLA that does not know it gets no
-  options (and a warning) rather than a failed compilation. GPU/TPU: none needed.
+  (tests/validate_mesh_test.py: 1-ulp differences). The option is probed once; an XLA that does
+  not know it gets no options (and a warning) rather than a failed compilation. GPU/TPU: none
+  needed.
 * :func:`fast_compile` -- trade run time for compile time (CPU only): for tests and one-off jobs.
 
 Use ``jax.jit(f, compiler_options=xla_options.tuned())`` or ``lowered.compile(xla_options.tuned())``;
