@@ -344,6 +344,17 @@ def _torch_class(ref: Path, arch: str, norm: str):
     return None
 
 
+def _timed_torch(fn, sync, last: dict):
+    """``run(n)``: seconds per call over ``n`` calls of ``fn`` (synchronised); ``last["result"]`` is the last one's."""
+    def run(n: int) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            last["result"] = fn()
+        sync()
+        return (time.perf_counter() - t) / max(n, 1)
+    return run
+
+
 def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, parts: bool = False):
     arch, norm = c.model.arch, c.model.norm
     torch = _install_import_shims()
@@ -372,10 +383,14 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, part
     ema = [p.detach().clone() for p in net.parameters()]
     decay = c.optim.ema_decay
 
-    def step():
+    def loss_and_grad():
         opt.zero_grad(set_to_none=True)
         loss = (net(x) - y).abs().mean()
         loss.backward()
+        return loss
+
+    def step():
+        loss = loss_and_grad()
         opt.step()
         with torch.no_grad():
             for e, p in zip(ema, net.parameters()):
@@ -391,16 +406,9 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, part
         step()
     sync()
     last = {}
-
-    def run(n: int) -> float:
-        t = time.perf_counter()
-        for _ in range(n):
-            last["loss"] = step()
-        sync()
-        return (time.perf_counter() - t) / max(n, 1)
-
+    run = _timed_torch(step, sync, last)
     dt = run(steps)
-    loss = last["loss"]
+    loss = last["result"]
     impl = f"torch {torch.__version__} ({device})"
     n_params = sum(p.numel() for p in net.parameters())
     out = dict(impl=impl, norm=norm, params=n_params, compile_s=first, ms_per_step=dt * 1e3, steps_per_s=1 / dt,
@@ -411,25 +419,12 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, part
             with torch.no_grad():
                 return (net(x) - y).abs().mean()
 
-        def loss_and_grad():
-            opt.zero_grad(set_to_none=True)
-            loss = (net(x) - y).abs().mean()
-            loss.backward()
-            return loss
-
         out["_parts"] = []
         for part, fn in (("forward", forward), ("loss+grad", loss_and_grad)):
             for _ in range(warmup + 1):
                 fn()
             sync()
-
-            def run_part(n: int, fn=fn) -> float:
-                t = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                sync()
-                return (time.perf_counter() - t) / max(n, 1)
-
+            run_part = _timed_torch(fn, sync, {})
             dt = run_part(steps)
             out["_parts"].append(dict(impl=impl, part=part, norm=norm, params=n_params, compile_s=0.0,
                                       ms_per_step=dt * 1e3, steps_per_s=1 / dt, patches_per_s=c.data.batch_size / dt,
