@@ -96,7 +96,7 @@ class PreemptionGuard:
         self._timer: Optional[threading.Timer] = None
         self._abandon_timer: Optional[threading.Timer] = None
         self._overdue = False
-        self._wakeup: Optional[tuple[socket.socket, socket.socket]] = None
+        self._wakeup: Optional[socket.socket] = None  # the write end; the watching thread owns the read end
         self._previous_wakeup = -1
         # Runs of one process are numbered alike on every process (each calls train_and_evaluate
         # in the same order), so that the votes of two runs never mix.
@@ -117,7 +117,7 @@ class PreemptionGuard:
                 timer.cancel()
         if self._wakeup is not None:
             signal.set_wakeup_fd(self._previous_wakeup)
-            self._wakeup[1].close()  # the watching thread reads end-of-file and ends
+            self._wakeup.close()  # the watching thread reads end-of-file and ends
             self._wakeup = None
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
@@ -135,7 +135,7 @@ class PreemptionGuard:
             read.close()
             write.close()
             return
-        self._wakeup = (read, write)
+        self._wakeup = write
         threading.Thread(target=self._watch, args=(read, self._previous_wakeup), name="sigterm_watch",
                          daemon=True).start()
 
