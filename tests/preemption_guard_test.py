@@ -45,10 +45,15 @@ def test_main_thread_that_never_runs_the_handler_is_abandoned_with_one_line(tmp_
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, (out, err)
     assert 1.5 < time.monotonic() - t0 < 20, err
-    assert err.strip().splitlines() == [(
+    # The signal can land while the main thread still runs bytecode between READY and the wait; its
+    # handler then logs the usual warning first. Either way the abandon is one line, and the last.
+    lines = err.strip().splitlines()
+    assert lines[:-1] in ([], ["WARNING:iln_jax.train.preemption:SIGTERM received: checkpointing after the "
+                               "current step, then exiting"]), err
+    assert lines[-1] == (
         "[iln_jax] error: SIGTERM: the run could not checkpoint and stop within 1 s (train.sigterm_grace_seconds), "
         "nor end 1 s after being interrupted; exiting; stopped without saving the current step. Re-run the same "
-        "command to resume from the newest complete checkpoint")], err
+        "command to resume from the newest complete checkpoint"), err
     assert (tmp_path / "released").exists()
 
 
