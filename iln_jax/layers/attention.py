@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax.layers.activations import softmax
 from iln_jax.layers.basic import dense, trunc_normal_init
 from iln_jax.layers.rearrange import unstack
 from iln_jax.layers.window import from_windows, relative_position_index, shifted_window_mask, to_windows
@@ -107,7 +108,7 @@ def attend(q, k, v, *, bias=None, mask=None, scale: float = 1.0, dropout: Option
             logits = add_shared_bias(logits, bias)
         if mask is not None:
             logits = logits + mask.astype(jnp.float32)[None, :, None]
-        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        probs = softmax(logits, axis=-1).astype(v.dtype)
         if dropout is not None:
             probs = dropout(probs)
         return jnp.swapaxes(jnp.einsum("bwhqk,bwhkd->bwhqd", probs, v), 2, 3)

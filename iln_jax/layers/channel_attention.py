@@ -20,11 +20,11 @@ import math
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iln_jax.layers.basic import conv, gelu
+from iln_jax.layers.activations import gelu, softmax
+from iln_jax.layers.basic import conv
 from iln_jax.layers.norms import ModuleDef
 from iln_jax.layers.rearrange import split
 
@@ -53,7 +53,7 @@ def from_heads(x: jnp.ndarray, h: int, w: int) -> jnp.ndarray:
 def channel_attention(q, k, v, temperature):
     """softmax(q̂ k̂ᵀ · temperature) v over channels; q̂, k̂ L2-normalized over space."""
     attn = jnp.einsum("...cn,...dn->...cd", l2_normalize(q), l2_normalize(k)) * temperature
-    return jnp.einsum("...cd,...dn->...cn", jax.nn.softmax(attn, axis=-1), v)
+    return jnp.einsum("...cd,...dn->...cn", softmax(attn, axis=-1), v)
 
 
 def bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
@@ -145,7 +145,7 @@ class GlobalSpatialTokens(nn.Module):
         phi = conv(self.num_heads * self.num_tokens, 1, name="proj", use_bias=self.bias, dtype=self.dtype)(pooled)
         ph, pw = phi.shape[1:3]
         tokens = to_heads(phi, self.num_heads)  # (B, heads, K, ph*pw)
-        tokens = jax.nn.softmax(tokens.astype(jnp.float32), axis=-1).astype(phi.dtype)
+        tokens = softmax(tokens.astype(jnp.float32), axis=-1).astype(phi.dtype)
         tokens = tokens.reshape(b, self.num_heads, self.num_tokens, ph, pw)
         up = resample_2d(tokens, bilinear_matrix(h, ph), bilinear_matrix(w, pw))
         return up.reshape(b, self.num_heads, self.num_tokens, h * w)

@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from iln_jax.layers.attention import attend, relative_position_bias
-from iln_jax.layers.basic import Mlp, conv, dense, gelu, trunc_normal_init
+from iln_jax.layers.activations import gelu
+from iln_jax.layers.basic import Mlp, conv, dense, trunc_normal_init
 from iln_jax.layers.norm_registry import NormSpec
 from iln_jax.layers.norms import ModuleDef
 from iln_jax.layers.rearrange import split, unstack

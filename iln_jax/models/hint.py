@@ -37,7 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from iln_jax.layers.basic import conv, gelu, torch_default_kernel_init
+from iln_jax.layers.activations import gelu, softmax
+from iln_jax.layers.basic import conv, torch_default_kernel_init
 from iln_jax.layers.channel_attention import (GlobalSpatialTokens, NonlinearValue, VALUE_TRANSFORMS,
                                               adaptive_pool_matrix, bilinear_matrix, l2_normalize, resample_2d)
 from iln_jax.layers.conv import Conv
@@ -168,7 +169,7 @@ class HMHA(nn.Module):
                 g = l2_normalize(tokens[:, i])
                 qh, kh = jnp.concatenate([qh, g], axis=1), jnp.concatenate([kh, g], axis=1)
                 vg = jnp.concatenate([vg, tokens[:, i]], axis=1)
-            attn = jax.nn.softmax(jnp.einsum("bcn,bdn->bcd", qh, kh) * temperature[i], axis=-1)
+            attn = softmax(jnp.einsum("bcn,bdn->bcd", qh, kh) * temperature[i], axis=-1)
             maps.append(attn)
             local.append(attn[:, :size, :size])
             values.append(vg)
