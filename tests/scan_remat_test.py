@@ -26,7 +26,8 @@ CASES = {
     "restormer": ("restormer", dict(dim=8, num_blocks=(1, 1, 1, 2), num_refinement_blocks=2, heads=(1, 2, 2, 4))),
     "hint": ("hint", dict(dim=16, num_blocks=(1, 2, 1, 2), num_refinement_blocks=2, heads=(1, 2, 2, 4))),
 }
-OPTIONS = [dict(scan_layers=True), dict(remat_policy="block"), dict(scan_layers=True, remat_policy="dots")]
+OPTIONS = [dict(scan_layers=True), dict(remat_policy="block"), dict(scan_layers=True, remat_policy="dots"),
+           dict(remat_policy="dots_no_batch_and_convs")]
 # The U-Nets compile slowly: every option on the SR models, the combined one on the U-Nets (the
 # official Restormer is checked in every mode by grad_golden_test.py).
 COMBOS = [(name, options) for name in CASES for options in OPTIONS
@@ -154,6 +155,23 @@ def test_scanned_remat_keeps_less_for_the_backward_pass():
 
     none, dots, block = temp_bytes("none"), temp_bytes("dots"), temp_bytes("block")
     assert block < dots < none / 2
+
+
+def test_unrolled_remat_keeps_less_for_the_backward_pass():
+    # XLA:CPU drops jax.checkpoint's CSE barriers; unrolled remat must still keep less (ordered_remat).
+    module = models.create("hat", img_size=32, window_size=8, embed_dim=24, depths=(4, 4), num_heads=(2, 2),
+                           upscale=2, upsampler="pixelshuffle", squeeze_factor=6)
+    x = _input(side=32)
+    params = jax.eval_shape(module.init, jax.random.key(0), x)["params"]
+
+    def temp_bytes(policy):
+        m = module.clone(remat_policy=policy)
+        f = jax.jit(jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x))))
+        return f.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    none, block = temp_bytes("none"), temp_bytes("block")
+    dots, convs = temp_bytes("dots"), temp_bytes("dots_no_batch_and_convs")
+    assert block < dots <= convs < none * 0.75, (block, dots, convs, none)
 
 
 @functools.lru_cache(maxsize=None)
