@@ -91,14 +91,14 @@ def main(argv=None):
 def format_table(r: dict) -> str:
     lines = [f"train step, {r['batch_per_device']} x {r['patch']}^2 LR patches per device, norm {r['norm']}, "
              f"{r['device_count']} x {r['device']} ({r['backend']}, jax {r['jax']})",
-             f"{'model':<10}{'scan':<6}{'remat':<16}{'params':>12}{'compile s':>11}{'temp GiB':>10}{'args GiB':>10}"
+             f"{'model':<10}{'scan':<6}{'remat':<25}{'params':>12}{'compile s':>11}{'temp GiB':>10}{'args GiB':>10}"
              f"{'out GiB':>9}{'ms/step':>10}{'vs none':>9}"]
     base = {(x["model"], x["scan_layers"]): x["ms_per_step"] for x in r["results"] if x["remat_policy"] == "none"}
     for x in r["results"]:
         ms = x["ms_per_step"]
         ref = base.get((x["model"], x["scan_layers"]))
         extra = f"{100 * (ms / ref - 1):+.0f}%" if ms and ref else "-"
-        lines.append(f"{x['model']:<10}{str(x['scan_layers']):<6}{x['remat_policy']:<16}{x['params']:>12,}"
+        lines.append(f"{x['model']:<10}{str(x['scan_layers']):<6}{x['remat_policy']:<25}{x['params']:>12,}"
                      f"{x['compile_s']:>11.1f}{x['temp_gib']:>10.2f}{x['argument_gib']:>10.2f}{x['output_gib']:>9.2f}"
                      f"{(f'{ms:.0f}' if ms else '-'):>10}{extra:>9}")
     lines.append(f"ms/step: median of {r['rounds']} rounds of {r['steps']} steps, interleaved over one model's "

@@ -101,3 +101,14 @@ def configure(policy: str | None = None) -> bool:
     if policy == "system" or (policy == "auto" and not runs_on_cpu()):
         return False
     return reuse_freed_memory()
+
+
+def release_freed_memory() -> bool:
+    """Give the memory that freed blocks hold back to the system (glibc's ``malloc_trim``), e.g. before
+    a phase with a different allocation pattern; the kept blocks fault in again when reused. False
+    where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
