@@ -3,7 +3,7 @@
     python bench/train_step.py --config configs/swinir.py:task=sr,scale=4 --batch 4 --patch 48 \
         --torch-ref ~/src/SwinIR --json swinir.json
     python bench/train_step.py --config configs/hat.py:variant=hat,scale=4 --batch 4 --patch 64 \
-        --torch-ref ~/src/HAT,~/src/i-LN --model-kwargs '{"scan_layers": true, "remat_policy": "dots"}'
+        --torch-ref ~/src/HAT,~/src/i-LN --model-kwargs '{"remat_policy": "dots_no_batch_and_convs"}' --sequential
     python bench/train_step.py --config configs/hat_mini_iln.py:scale=2 --norms iln,layernorm \
         --torch-ref ~/src/i-LN/iLN --json bench.json
 
