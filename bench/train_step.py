@@ -467,6 +467,18 @@ def interleave_rounds(results: list, rounds: int, steps: int) -> None:
         r.pop("_run", None)
 
 
+def finish_rounds_now(results: list, rounds: int, steps: int) -> None:
+    """``--sequential``: time the remaining rounds of the configurations not finished yet, print their
+    medians (a later phase may be killed for memory), then free their programs and return the memory."""
+    pending = [r for r in results if "_run" in r]
+    interleave_rounds(pending, rounds, steps)
+    for x in pending:
+        print(f"[bench] {x['impl']} {x['norm']}{' ' + x['part'] if 'part' in x else ''}: median "
+              f"{x['ms_per_step']:.1f} ms/step, rounds {[round(ms, 1) for ms in x.get('round_ms', [])]}", flush=True)
+    gc.collect()
+    host_memory.release_freed_memory()
+
+
 def main(argv=None):
     a = parse_args(argv)
     host_malloc_reused = host_memory.configure(a.host_malloc)
@@ -489,12 +501,7 @@ def main(argv=None):
                       flush=True)
         c, r = configs[norm]
         if a.sequential:  # finish JAX's rounds and return its memory before PyTorch allocates
-            interleave_rounds(results, a.rounds, a.steps)
-            for r in results:
-                print(f"[bench] {r['impl']} {r['norm']}{' ' + r['part'] if 'part' in r else ''}: median "
-                      f"{r['ms_per_step']:.1f} ms/step, rounds {[round(ms, 1) for ms in r['round_ms']]}", flush=True)
-            gc.collect()
-            host_memory.release_freed_memory()
+            finish_rounds_now(results, a.rounds, a.steps)
         if a.torch_ref:
             try:
                 t = time_torch(c, [Path(x).expanduser() for x in a.torch_ref.split(",")], r, a.steps, a.warmup,
@@ -506,9 +513,7 @@ def main(argv=None):
                 results += [t, *t.pop("_parts", [])]
                 print(f"[bench] {t['impl']} {norm}: {t['ms_per_step']:.1f} ms/step", flush=True)
                 if a.sequential:
-                    interleave_rounds(results, a.rounds, a.steps)
-                    gc.collect()
-                    host_memory.release_freed_memory()
+                    finish_rounds_now(results, a.rounds, a.steps)
         for r in results:
             for k in ("_variables", "_forward", "_model", "_inputs"):  # free the memory
                 r.pop(k, None)
