@@ -142,17 +142,18 @@ def test_remat_policies_and_the_official_alias():
         _case("swinir", remat_policy="everything")
 
 
+def _gradient_temp_bytes(module, x, policy):
+    """XLA's planned temp memory of the gradient of ``module`` under ``remat_policy=policy``."""
+    m = module.clone(remat_policy=policy)
+    params = jax.eval_shape(m.init, jax.random.key(0), x)["params"]
+    f = jax.jit(jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x))))
+    return f.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+
 def test_scanned_remat_keeps_less_for_the_backward_pass():
     module = models.create("swinir", img_size=32, window_size=8, embed_dim=32, depths=(6, 6), num_heads=(2, 2),
                            upscale=2, upsampler="pixelshuffle", scan_layers=True)
-    x = _input(side=32)
-    params = jax.eval_shape(module.init, jax.random.key(0), x)["params"]
-
-    def temp_bytes(policy):
-        m = module.clone(remat_policy=policy)
-        f = jax.jit(jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x))))
-        return f.lower(params).compile().memory_analysis().temp_size_in_bytes
-
+    temp_bytes = functools.partial(_gradient_temp_bytes, module, _input(side=32))
     none, dots, block = temp_bytes("none"), temp_bytes("dots"), temp_bytes("block")
     assert block < dots < none / 2
 
@@ -161,14 +162,7 @@ def test_unrolled_remat_keeps_less_for_the_backward_pass():
     # XLA:CPU drops jax.checkpoint's CSE barriers; unrolled remat must still keep less (ordered_remat).
     module = models.create("hat", img_size=32, window_size=8, embed_dim=24, depths=(4, 4), num_heads=(2, 2),
                            upscale=2, upsampler="pixelshuffle", squeeze_factor=6)
-    x = _input(side=32)
-    params = jax.eval_shape(module.init, jax.random.key(0), x)["params"]
-
-    def temp_bytes(policy):
-        m = module.clone(remat_policy=policy)
-        f = jax.jit(jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x))))
-        return f.lower(params).compile().memory_analysis().temp_size_in_bytes
-
+    temp_bytes = functools.partial(_gradient_temp_bytes, module, _input(side=32))
     none, block = temp_bytes("none"), temp_bytes("block")
     dots, convs = temp_bytes("dots"), temp_bytes("dots_no_batch_and_convs")
     assert block < dots <= convs < none * 0.75, (block, dots, convs, none)
