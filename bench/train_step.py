@@ -467,6 +467,13 @@ def interleave_rounds(results: list, rounds: int, steps: int) -> None:
         r.pop("_run", None)
 
 
+def per_round_ratio(a: dict, b: dict) -> dict:
+    """Median and quartiles over rounds of ``a``'s time / ``b``'s time in the same round (interleaved runs)."""
+    ratio = np.asarray(a["round_ms"]) / np.asarray(b["round_ms"])
+    return dict(median=float(np.median(ratio)), q25=float(np.percentile(ratio, 25)),
+                q75=float(np.percentile(ratio, 75)), rounds=len(ratio))
+
+
 def finish_rounds_now(results: list, rounds: int, steps: int) -> None:
     """``--sequential``: time the remaining rounds of the configurations not finished yet, print their
     medians (a later phase may be killed for memory), then free their programs and return the memory."""
@@ -526,12 +533,20 @@ def main(argv=None):
                   host_malloc=a.host_malloc, host_malloc_reused=host_malloc_reused,
                   results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results])
     steps_only = [r for r in results if "part" not in r]
-    jax_ms = {r["norm"]: r["ms_per_step"] for r in steps_only if r["impl"] == "jax"}
+    jax_runs = {r["norm"]: r for r in steps_only if r["impl"] == "jax"}
+    torch_runs = {r["norm"]: r for r in steps_only if r["impl"].startswith("torch")}
+    jax_ms = {n: r["ms_per_step"] for n, r in jax_runs.items()}
+    torch_ms = {n: r["ms_per_step"] for n, r in torch_runs.items()}
     if "layernorm" in jax_ms:
         report["overhead_vs_layernorm_pct"] = {n: 100 * (ms / jax_ms["layernorm"] - 1) for n, ms in jax_ms.items()
                                                if n != "layernorm"}
-    torch_ms = {r["norm"]: r["ms_per_step"] for r in steps_only if r["impl"].startswith("torch")}
     report["speed_vs_torch"] = {n: torch_ms[n] / jax_ms[n] for n in torch_ms if n in jax_ms}
+    if not a.sequential:  # rounds of different configurations ran side by side: their ratios cancel the drift
+        if "layernorm" in jax_runs:
+            report["overhead_vs_layernorm_per_round"] = {
+                n: per_round_ratio(r, jax_runs["layernorm"]) for n, r in jax_runs.items() if n != "layernorm"}
+        report["speed_vs_torch_per_round"] = {n: per_round_ratio(torch_runs[n], jax_runs[n])
+                                              for n in torch_runs if n in jax_runs}
     parts = {(r["impl"].split()[0], r["norm"], r["part"]): r["ms_per_step"] for r in results if "part" in r}
     report["parts_speed_vs_torch"] = {f"{n} {part}": parts[("torch", n, part)] / ms for (impl, n, part), ms
                                       in parts.items() if impl == "jax" and ("torch", n, part) in parts}
@@ -565,10 +580,16 @@ def format_table(r: dict) -> str:
         order = "rounds, JAX's then PyTorch's (--sequential)" if r.get("sequential") else "interleaved rounds"
         lines.append(f"ms/step: median of {r['rounds']} {order} of {r['steps']} steps; 1-min load average "
                      f"{r['load_average_start'][0]:.2f} before, {r['load_average_end'][0]:.2f} after")
+    def per_round(key, n, fmt):
+        q = r.get(key, {}).get(n)
+        return f"; per round {fmt(q['median'])} [quartiles {fmt(q['q25'])}, {fmt(q['q75'])}]" if q else ""
+
     for n, pct in r.get("overhead_vs_layernorm_pct", {}).items():
-        lines.append(f"step-time overhead of {n} vs layernorm: {pct:+.1f}%")
+        lines.append(f"step-time overhead of {n} vs layernorm: {pct:+.1f}% (medians)"
+                     + per_round("overhead_vs_layernorm_per_round", n, lambda v: f"{100 * (v - 1):+.1f}%"))
     for n, ratio in r.get("speed_vs_torch", {}).items():
-        lines.append(f"{n}: iln_jax runs at {ratio:.2f}x the official PyTorch model's speed")
+        lines.append(f"{n}: iln_jax runs at {ratio:.2f}x the official PyTorch model's speed (medians)"
+                     + per_round("speed_vs_torch_per_round", n, lambda v: f"{v:.2f}x"))
     for name, ratio in r.get("parts_speed_vs_torch", {}).items():
         lines.append(f"{name} alone: iln_jax at {ratio:.2f}x PyTorch's speed")
     return "\n".join(lines)
