@@ -486,52 +486,18 @@ def finish_rounds_now(results: list, rounds: int, steps: int) -> None:
     host_memory.release_freed_memory()
 
 
-def main(argv=None):
-    a = parse_args(argv)
-    host_malloc_reused = host_memory.configure(a.host_malloc)
-    load_start = os.getloadavg()
-    norms = [n.strip() for n in a.norms.split(",") if n.strip()]
-    dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
-    tunings = {"on": (True,), "off": (False,), "both": (False, True)}[a.xla_tuning]
-    convs = {"auto": ("auto",), "xla": ("xla",), "both": ("xla", "auto")}[a.conv]
-    model_kwargs = json.loads(a.model_kwargs)
-    results, configs = [], {}
-    for norm in norms:
-        for dtype in dtypes:
-            for tuning, conv in itertools.product(tunings, convs):
-                c = _config(a.config, norm, a.batch, a.patch, a.parallel, model_kwargs)
-                c.train.compute_dtype = dtype
-                r = time_jax(c, a.steps, a.warmup, tuning=tuning, conv=conv, parts=a.parts)
-                configs.setdefault(norm, (c, r))
-                results += [r, *r.pop("_parts", [])]
-                print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",
-                      flush=True)
-        c, r = configs[norm]
-        if a.sequential:  # finish JAX's rounds and return its memory before PyTorch allocates
-            finish_rounds_now(results, a.rounds, a.steps)
-        if a.torch_ref:
-            try:
-                t = time_torch(c, [Path(x).expanduser() for x in a.torch_ref.split(",")], r, a.steps, a.warmup,
-                               parts=a.parts)
-            except Exception as e:  # noqa: BLE001 - report and keep the JAX numbers
-                print(f"[bench] torch reference failed for {norm}: {type(e).__name__}: {e}", flush=True)
-                t = None
-            if t is not None:
-                results += [t, *t.pop("_parts", [])]
-                print(f"[bench] {t['impl']} {norm}: {t['ms_per_step']:.1f} ms/step", flush=True)
-                if a.sequential:
-                    finish_rounds_now(results, a.rounds, a.steps)
-        for r in results:
-            for k in ("_variables", "_forward", "_model", "_inputs"):  # free the memory
-                r.pop(k, None)
-    interleave_rounds(results, a.rounds, a.steps)
-    c0 = configs[norms[0]][0]
+def build_report(a, c0, results: list, model_kwargs: dict, load_start, host_malloc_reused: bool,
+                 *, partial: bool = False) -> dict:
+    """The JSON report of ``results``. ``partial``: written before a phase that may be killed for memory
+    (``--sequential``), so that what was measured survives; a result still in progress has its first
+    timed round only."""
     report = dict(config=a.config, arch=c0.model.arch, batch=c0.data.batch_size, patch=c0.data.patch_size,
                   parallel=c0.train.parallel, steps=a.steps, rounds=a.rounds, sequential=a.sequential,
                   model_kwargs=model_kwargs,
                   load_average_start=load_start, load_average_end=os.getloadavg(), **device_info(),
                   host_malloc=a.host_malloc, host_malloc_reused=host_malloc_reused,
-                  results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results])
+                  results=[{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
+                  **({"partial": True} if partial else {}))
     steps_only = [r for r in results if "part" not in r]
     jax_runs = {r["norm"]: r for r in steps_only if r["impl"] == "jax"}
     torch_runs = {r["norm"]: r for r in steps_only if r["impl"].startswith("torch")}
@@ -550,6 +516,58 @@ def main(argv=None):
     parts = {(r["impl"].split()[0], r["norm"], r["part"]): r["ms_per_step"] for r in results if "part" in r}
     report["parts_speed_vs_torch"] = {f"{n} {part}": parts[("torch", n, part)] / ms for (impl, n, part), ms
                                       in parts.items() if impl == "jax" and ("torch", n, part) in parts}
+    return report
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    host_malloc_reused = host_memory.configure(a.host_malloc)
+    load_start = os.getloadavg()
+    norms = [n.strip() for n in a.norms.split(",") if n.strip()]
+    dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
+    tunings = {"on": (True,), "off": (False,), "both": (False, True)}[a.xla_tuning]
+    convs = {"auto": ("auto",), "xla": ("xla",), "both": ("xla", "auto")}[a.conv]
+    model_kwargs = json.loads(a.model_kwargs)
+    results, configs = [], {}
+
+    def save_partial():
+        if a.json:
+            report = build_report(a, configs[norms[0]][0], results, model_kwargs, load_start, host_malloc_reused,
+                                  partial=True)
+            Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+
+    for norm in norms:
+        for dtype in dtypes:
+            for tuning, conv in itertools.product(tunings, convs):
+                c = _config(a.config, norm, a.batch, a.patch, a.parallel, model_kwargs)
+                c.train.compute_dtype = dtype
+                r = time_jax(c, a.steps, a.warmup, tuning=tuning, conv=conv, parts=a.parts)
+                configs.setdefault(norm, (c, r))
+                results += [r, *r.pop("_parts", [])]
+                print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",
+                      flush=True)
+        c, r = configs[norm]
+        if a.sequential:  # finish JAX's rounds and return its memory before PyTorch allocates
+            finish_rounds_now(results, a.rounds, a.steps)
+            save_partial()
+        if a.torch_ref:
+            try:
+                t = time_torch(c, [Path(x).expanduser() for x in a.torch_ref.split(",")], r, a.steps, a.warmup,
+                               parts=a.parts)
+            except Exception as e:  # noqa: BLE001 - report and keep the JAX numbers
+                print(f"[bench] torch reference failed for {norm}: {type(e).__name__}: {e}", flush=True)
+                t = None
+            if t is not None:
+                results += [t, *t.pop("_parts", [])]
+                print(f"[bench] {t['impl']} {norm}: {t['ms_per_step']:.1f} ms/step", flush=True)
+                if a.sequential:
+                    save_partial()
+                    finish_rounds_now(results, a.rounds, a.steps)
+        for r in results:
+            for k in ("_variables", "_forward", "_model", "_inputs"):  # free the memory
+                r.pop(k, None)
+    interleave_rounds(results, a.rounds, a.steps)
+    report = build_report(a, configs[norms[0]][0], results, model_kwargs, load_start, host_malloc_reused)
     return publish(report, format_table(report), a.json)
 
 
