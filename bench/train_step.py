@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import importlib.util
 import itertools
@@ -118,10 +117,9 @@ def _config(spec: str, norm: str, batch, patch, parallel, model_kwargs=None):
     return c
 
 
-def _batch(c, seed=0):
+def _batch(c, channels: int, seed=0):
     rng = np.random.default_rng(seed)
-    b, p, s = c.data.batch_size, c.data.patch_size, max(1, c.data.scale)
-    ch = c.model.kwargs.get("in_chans", 3)
+    b, p, s, ch = c.data.batch_size, c.data.patch_size, max(1, c.data.scale), channels
     return {"lq": rng.random((b, p, p, ch), np.float32), "gt": rng.random((b, p * s, p * s, ch), np.float32)}
 
 
@@ -165,23 +163,17 @@ def _conv_formulation(value: str):
 def _time_jax(c, steps: int, warmup: int, *, tuning: bool) -> dict:
     import jax
     from iln_jax import xla_options
-    from iln_jax.train import DataParallel, build_model, create_train_state, train_step
-    from iln_jax.train import optim
+    from iln_jax.train import DataParallel, build_model, make_step
     from iln_jax.train.state import param_count
+    from iln_jax.train.step_factory import model_in_channels
 
     dp = DataParallel(c.train.parallel)
     dp.check_batch_size(c.data.batch_size)
     model = build_model(c)
-    tx, schedule = optim.make_optimizer(c.optim)
-    p = c.data.patch_size
-    create = functools.partial(create_train_state, model, tx, seed=0, sample_shape=(1, p, p, 3),
-                               ema=c.optim.ema_decay > 0)
-    state = dp.init_state(create)
-    host_batch = _batch(c)
+    init_state, fn = make_step(c, model, dp)  # the step train.py runs
+    state = init_state()
+    host_batch = _batch(c, channels=model_in_channels(model))
     batch = dp.shard_batch(host_batch)
-    fn = dp.compile(functools.partial(train_step, model=dp.model_for_training(model), tx=tx, schedule=schedule,
-                                      loss_cfg=c.loss, ema_decay=c.optim.ema_decay,
-                                      compute_dtype=c.train.compute_dtype))
     options = xla_options.tuned() if tuning else {}
     memory = {}
     t0 = time.perf_counter()
@@ -225,6 +217,7 @@ def _time_jax(c, steps: int, warmup: int, *, tuning: bool) -> dict:
     out["_forward"] = lambda x: np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(raw, x))
     out["_variables"] = raw
     out["_model"] = model
+    out["_host_batch"] = host_batch
     out["_run"] = run
     out["_inputs"] = (holder["state"], batch, options)
     return out
@@ -375,7 +368,7 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, part
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = cls(**official).to(device)
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
-    b = _batch(c)
+    b = jax_result["_host_batch"]  # the very batch JAX's step was timed on
     x = torch.from_numpy(b["lq"]).permute(0, 3, 1, 2).contiguous().to(device)
     y = torch.from_numpy(b["gt"]).permute(0, 3, 1, 2).contiguous().to(device)
     net.eval()

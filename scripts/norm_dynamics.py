@@ -43,7 +43,6 @@ here (the paper's NaNs need the ~1e6 growth of long training). Diagnostics every
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -60,11 +59,9 @@ from iln_jax.evaluation import benchmarks, tasks  # noqa: E402
 from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset  # noqa: E402
 from iln_jax.evaluation.precision import format_report, precision_report  # noqa: E402
 from iln_jax.inference import Restorer  # noqa: E402
-from iln_jax.train import optim  # noqa: E402
+from iln_jax.train import DataParallel, build_model, make_step  # noqa: E402
 from iln_jax.train.configs import load_config  # noqa: E402
-from iln_jax.train.loop import build_model  # noqa: E402
-from iln_jax.train.state import create_train_state, param_count  # noqa: E402
-from iln_jax.train.step import train_step  # noqa: E402
+from iln_jax.train.state import param_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,11 +102,9 @@ def make_config(norm: str, args):
 def train(norm: str, args, out: Path) -> dict:
     c = make_config(norm, args)
     model = build_model(c)
-    tx, schedule = optim.make_optimizer(c.optim)
-    state = jax.jit(functools.partial(create_train_state, model, tx, seed=c.seed,
-                                      sample_shape=(1, args.patch, args.patch, 3), ema=False))()
-    step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, loss_cfg=c.loss,
-                                        ema_decay=0.0), donate_argnums=(0,))
+    one_device = DataParallel("mesh", devices=jax.devices()[:1])
+    init_state, step_fn = make_step(c, model, one_device)
+    state = init_state()
     diag_fn = feature_stats.make_diagnostics_fn(model, max_images=4)
     log = feature_stats.DiagnosticsLog(out)
     data = iter(data_lib.make_train_dataset(c.data, seed=c.seed))
@@ -124,7 +119,7 @@ def train(norm: str, args, out: Path) -> dict:
         if step == args.steps:
             break
         ts = time.perf_counter()
-        state, metrics = step_fn(state, batch)
+        state, metrics = step_fn(state, one_device.shard_batch(batch))
         if step % args.every == 0:
             losses.append((step, float(metrics["loss"])))
             print(f"[{norm}] step {step} loss {losses[-1][1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)

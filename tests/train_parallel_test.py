@@ -3,14 +3,11 @@
 BatchNorm is the norm under test: its statistics must be global over the whole batch in both
 modes (per-device statistics would be visibly different because the examples differ in scale).
 """
-import functools
-
 import jax
 import numpy as np
 import pytest
 
-from iln_jax.train import DataParallel, build_model, create_train_state, train_step
-from iln_jax.train import optim
+from iln_jax.train import DataParallel, build_model, make_step
 from iln_jax.xla_options import fast_compile
 from train_util import assert_trees_close, host_tree, tiny_config
 
@@ -25,30 +22,25 @@ def setup():
     # keeps the comparison about the data-parallel arithmetic. No stochastic layers: their random
     # draws legitimately differ between pmap (per device) and one device.
     config = tiny_config("configs/swinir.py:tiny=1,norm=batchnorm",
-                         **{"model.kwargs.drop_path_rate": 0.0, "optim.eps": 1e-3})
-    model = build_model(config)
-    tx, schedule = optim.make_optimizer(config.optim)
-    create = functools.partial(create_train_state, model, tx, seed=0, sample_shape=(1, 8, 8, 3), ema=True)
+                         **{"model.kwargs.drop_path_rate": 0.0, "optim.eps": 1e-3, "data.patch_size": 8})
     rng = np.random.default_rng(1)
     scales = np.linspace(0.2, 3.0, 8, dtype=np.float32)[:, None, None, None]
     batches = [{"lq": rng.random((8, 8, 8, 3), np.float32) * scales,
                 "gt": rng.random((8, 16, 16, 3), np.float32)} for _ in range(STEPS)]
-    step = functools.partial(train_step, tx=tx, schedule=schedule, loss_cfg=config.loss,
-                             ema_decay=config.optim.ema_decay)
-    return model, create, step, batches
+    return config, build_model(config), batches
 
 
 def _run(setup, mode, devices):
-    model, create, step, batches = setup
+    config, model, batches = setup
     dp = DataParallel(mode, devices=devices)
-    state = dp.init_state(create)
+    init_state, step_fn = make_step(config, model, dp)
+    state = init_state()
     fn = None
     losses = []
     for b in batches:
         sharded = dp.shard_batch(b)
         if fn is None:
-            fn = dp.compile(functools.partial(step, model=dp.model_for_training(model)))
-            fn = fn.lower(state, sharded).compile(fast_compile())
+            fn = step_fn.lower(state, sharded).compile(fast_compile())
         previous = state
         state, m = fn(state, sharded)
         losses.append(float(m["loss"]))

@@ -3,6 +3,8 @@
 * :mod:`~iln_jax.train.state` -- ``TrainState`` (step, params, opt_state, ema_params, model_state, rng)
 * :mod:`~iln_jax.train.optim` -- Adam/AdamW, multistep / cosine-restart schedules, grad clipping
 * :mod:`~iln_jax.train.step` -- the pure ``train_step`` and the losses
+* :mod:`~iln_jax.train.step_factory` -- ``make_step(config, model, parallel)``: the run's first state and its
+  compiled step, the one way every caller (loop, benchmarks, comparisons, tests) builds them
 * :mod:`~iln_jax.train.parallel` -- ``mesh`` (jit on a device mesh) and ``pmap`` data parallelism
 * :mod:`~iln_jax.train.checkpoint` -- Orbax checkpoints with the data iterator and config; failed saves
   stop the run, damaged steps are set aside (:mod:`~iln_jax.train.checkpoint_integrity` says what counts)
@@ -19,6 +21,7 @@ from iln_jax.train.loop import NonFiniteLossError, build_model, train_and_evalua
 from iln_jax.train.parallel import DataParallel
 from iln_jax.train.state import TrainState, create_train_state
 from iln_jax.train.step import train_step
+from iln_jax.train.step_factory import make_step
 
 __all__ = ["DataParallel", "NonFiniteLossError", "TrainState", "build_model", "create_train_state",
-           "load_config", "train_and_evaluate", "train_step", "validate_config"]
+           "load_config", "make_step", "train_and_evaluate", "train_step", "validate_config"]

@@ -52,15 +52,15 @@ from iln_jax import data as data_lib
 from iln_jax import models, paths, xla_options
 from iln_jax.data.config import effective_scale
 from iln_jax.errors import ConfigError, IlnJaxError, StorageError, TerminatedError
-from iln_jax.train import compile_cache, optim, resume
+from iln_jax.train import compile_cache, resume
 from iln_jax.train.checkpoint import Checkpointer, storage_reason
 from iln_jax.train.orbax_noise import quiet_orbax_errors
 from iln_jax.train.configs import validate_config
 from iln_jax.train.logging import MetricWriter, Progress
 from iln_jax.train.parallel import DataParallel
 from iln_jax.train.phases import Phase, phase_at, training_phases
-from iln_jax.train.state import TrainState, create_train_state, local_replica, param_count, relayout_state
-from iln_jax.train.step import train_step
+from iln_jax.train.state import TrainState, local_replica, param_count, relayout_state
+from iln_jax.train.step_factory import make_step
 from iln_jax.train.preemption import PreemptionGuard
 from iln_jax.train.prefetch import DevicePrefetcher
 from iln_jax.train.validate import Validator
@@ -101,12 +101,8 @@ class _Trainer:
         for phase in self.phases:
             self.parallel.check_batch_size(phase.batch_size)
         self.model = model
-        self.tx, self.schedule = optim.make_optimizer(config.optim)
-        p = self.phases[0].patch_size
-        in_chans = config.model.kwargs.get("in_chans", 3)
-        self.create_state = functools.partial(
-            create_train_state, self.model, self.tx, seed=config.seed, sample_shape=(1, p, p, in_chans),
-            ema=config.optim.ema_decay > 0)
+        self.init_state, self.step_fn = make_step(config, model, self.parallel,
+                                                  patch_size=self.phases[0].patch_size)
         self.checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_to_keep,
                                          save_every=config.train.checkpoint_every,
                                          async_save=config.train.async_checkpointing)
@@ -139,7 +135,7 @@ class _Trainer:
         step = ckpt.newest_complete_step()
         if step is None:
             phase = phase_at(self.phases, 0)
-            state = self.parallel.init_state(self.create_state)
+            state = self.init_state()
             origin = "from scratch"
             if self.config.train.get("init_from"):
                 state, source, notes = resume.init_from_weights(self.config.train.init_from, state,
@@ -157,9 +153,7 @@ class _Trainer:
         saved_model = self.model
         if saved_layout is not None and saved_layout != bool(self.model.scan_layers):
             saved_model = self.model.clone(scan_layers=saved_layout)  # restore as saved, then convert
-        create = functools.partial(self.create_state.func, saved_model, *self.create_state.args[1:],
-                                   **self.create_state.keywords)
-        abstract = self.parallel.abstract_state(create)
+        abstract = self.init_state.for_model(saved_model).abstract()
         resume.check_state_tree(ckpt.state_metadata(step), abstract, workdir=self.workdir, step=step)
         ckpt.set_aside_broken()
         if changes:
@@ -186,16 +180,11 @@ class _Trainer:
         """The step, compiled once up front (``jit``: ahead of time, so the compile time is
         measured on its own). pmap compiles on its first call: with several processes its
         ahead-of-time form expects global shapes, its call site per-process ones."""
-        fn = functools.partial(train_step, model=self.parallel.model_for_training(self.model), tx=self.tx,
-                               schedule=self.schedule, loss_cfg=self.config.loss,
-                               ema_decay=self.config.optim.ema_decay, mixup_cfg=self.config.get("mixing"),
-                               compute_dtype=self.config.train.compute_dtype)
-        step_fn = self.parallel.compile(fn)
         if self.parallel.mode == "pmap":
-            return step_fn, None
+            return self.step_fn, None
         options = xla_options.compiler_options(fast=self.config.train.fast_compile)
         t0 = time.perf_counter()
-        compiled = step_fn.lower(state, batch).compile(options)
+        compiled = self.step_fn.lower(state, batch).compile(options)
         return compiled, time.perf_counter() - t0
 
     def diagnostics(self, start: int) -> Optional[Callable[[int, TrainState, dict, object], None]]:

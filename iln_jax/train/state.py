@@ -36,12 +36,21 @@ def init_variables(model: nn.Module, rng: jax.Array, sample_shape: tuple[int, ..
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *, seed: int,
-                       sample_shape: tuple[int, ...], ema: bool) -> TrainState:
-    """A fresh state; pure, so it can be jitted with output shardings or ``eval_shape``-d."""
+                       sample_shape: tuple[int, ...], ema: bool, params: Any = None) -> TrainState:
+    """A fresh state; pure, so it can be jitted with output shardings or ``eval_shape``-d.
+
+    ``params``: start from these weights instead of the seeded initialisation (the optimizer and
+    the EMA start from them; the model state and the step's rng are the seeded ones). Under jit the
+    unused initial parameters are not computed.
+    """
     root = jax.random.key(seed)
     init_key, train_key = jax.random.split(root)
     variables = dict(init_variables(model, init_key, sample_shape))
-    params = variables.pop("params")
+    initial = variables.pop("params")
+    if params is None:
+        params = initial
+    elif jax.tree.structure(params) != jax.tree.structure(initial):
+        raise ValueError("create_train_state: the given params do not have the model's parameter tree")
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
