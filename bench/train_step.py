@@ -35,15 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
 import itertools
 import json
 import os
 import platform
-import re
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -271,74 +268,12 @@ def _time_jax_parts(c, step_result: dict, steps: int, warmup: int, *, tuning: bo
 
 # --- the official PyTorch model -------------------------------------------------------------
 
-def _install_import_shims():
-    """Minimal stand-ins for what the official files import but this environment may lack:
-    ``timm.models.layers`` (DropPath, to_2tuple, trunc_normal_) and ``basicsr``'s registry."""
-    import torch
-    import torch.nn as tnn
-
-    def to_2tuple(x):
-        return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
-
-    class DropPath(tnn.Module):
-        def __init__(self, drop_prob=0.0):
-            super().__init__()
-            self.drop_prob = drop_prob
-
-        def forward(self, x):
-            if self.drop_prob == 0.0 or not self.training:
-                return x
-            keep = 1 - self.drop_prob
-            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-            return x * mask / keep
-
-    def shim(name, **attrs):
-        mod = sys.modules.get(name) or types.ModuleType(name)
-        for k, v in attrs.items():
-            setattr(mod, k, v)
-        sys.modules[name] = mod
-        return mod
-
-    try:
-        import timm.models.layers  # noqa: F401
-    except ImportError:
-        shim("timm"), shim("timm.models")
-        shim("timm.models.layers", DropPath=DropPath, to_2tuple=to_2tuple, trunc_normal_=tnn.init.trunc_normal_)
-    try:
-        import basicsr.utils.registry  # noqa: F401
-    except ImportError:
-        class _Registry:  # registration is irrelevant here: accept any registry call
-            def register(self, obj=None, **_):
-                return obj if obj is not None else (lambda o: o)
-
-            def __getattr__(self, name):
-                return lambda *args, **kwargs: None
-        for name in ("basicsr", "basicsr.utils", "basicsr.archs"):
-            shim(name)
-        shim("basicsr.utils.registry", ARCH_REGISTRY=_Registry())
-        shim("basicsr.archs.arch_util", to_2tuple=to_2tuple, trunc_normal_=tnn.init.trunc_normal_)
-    return torch
-
-
-def _load_file(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _torch_class(ref: Path, arch: str, norm: str):
+    from iln_jax.compare.official_imports import load_file
     for rel, cls in TORCH_MODELS.get((arch, norm), []):
         path = ref / rel
         if path.exists():
-            # i-LN's arch subclasses its sibling ``from basicsr.archs import hat_arch``: load the
-            # sibling files it names from the same folder under those names.
-            for sibling in re.findall(r"from basicsr\.archs import (\w+)", path.read_text()):
-                if (path.parent / f"{sibling}.py").exists():
-                    setattr(sys.modules["basicsr.archs"], sibling,
-                            _load_file(path.parent / f"{sibling}.py", f"basicsr.archs.{sibling}"))
-            return getattr(_load_file(path, f"_official_{path.stem}"), cls)
+            return getattr(load_file(path), cls)
     return None
 
 
@@ -355,7 +290,9 @@ def _timed_torch(fn, sync, last: dict):
 
 def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, parts: bool = False):
     arch, norm = c.model.arch, c.model.norm
-    torch = _install_import_shims()
+    import torch
+    from iln_jax.compare.official_imports import install_stand_ins
+    install_stand_ins()
     cls = next((k for k in (_torch_class(ref, arch, norm) for ref in refs) if k is not None), None)
     if cls is None:
         return None

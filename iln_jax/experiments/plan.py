@@ -78,6 +78,12 @@ def run_config(config_spec: str, norm: str, overrides: dict):
     except ValueError as e:
         raise ConfigError(f"--config {config_spec!r}: {e}") from None
     config.lock()
+    apply_overrides(config, overrides)
+    return config
+
+
+def apply_overrides(config, overrides: dict) -> None:
+    """Set dotted keys on a locked config; keys that do not exist are errors naming them."""
     for key, value in overrides.items():
         node, parts = config, key.split(".")
         for part in parts[:-1]:
@@ -90,7 +96,6 @@ def run_config(config_spec: str, norm: str, overrides: dict):
             node[parts[-1]] = tuple(value) if isinstance(value, list) else value
         except (TypeError, ValueError) as e:
             raise ConfigError(f"--set {key}={value!r}: {e}") from None
-    return config
 
 
 def plan_runs(out: Path, norms: list[str]) -> list[GridRun]:

@@ -85,12 +85,13 @@ def for_precision(module, variables: dict, precision: str):
     if precision in WEIGHT_BITS:
         variables["params"] = quantize_kernels(variables["params"], WEIGHT_BITS[precision])
         return module, variables
+    if precision == "fp32":  # as the module is (a module of the user's own may have no dtype field)
+        return (module.clone(dtype=None) if hasattr(module, "dtype") else module), variables
     dtype = FLOAT_DTYPES[precision]
-    if precision != "fp32":
-        variables["params"] = cast_floating(variables["params"], dtype)
+    variables["params"] = cast_floating(variables["params"], dtype)
     if not hasattr(module, "dtype"):
         raise ValueError(f"{type(module).__name__} has no 'dtype' field; cannot run it in {precision}")
-    return module.clone(dtype=None if precision == "fp32" else dtype), variables
+    return module.clone(dtype=dtype), variables
 
 
 def nonfinite_pixels(img: np.ndarray) -> int:

@@ -59,11 +59,12 @@ class StateFactory:
         return dataclasses.replace(self, model=model)
 
 
-def sample_shape(config, model: nn.Module, patch_size: Optional[int] = None) -> tuple[int, ...]:
+def sample_shape(config, model: nn.Module, patch_size: Optional[int] = None,
+                 in_channels: Optional[int] = None) -> tuple[int, ...]:
     """The input shape parameters are initialised with (one patch of the first training phase;
     parameter shapes do not depend on it)."""
     p = int(patch_size or config.data.patch_size)
-    return (1, p, p, model_in_channels(model))
+    return (1, p, p, int(in_channels or model_in_channels(model)))
 
 
 def model_in_channels(model: nn.Module) -> int:
@@ -74,7 +75,7 @@ def model_in_channels(model: nn.Module) -> int:
 
 
 def make_step(config, model: nn.Module, parallel: Optional[DataParallel] = None, *,
-              patch_size: Optional[int] = None) -> tuple[StateFactory, StepFn]:
+              patch_size: Optional[int] = None, in_channels: Optional[int] = None) -> tuple[StateFactory, StepFn]:
     """The run's state factory and its step, compiled for ``parallel`` (default: ``config.train.parallel``).
 
     Args:
@@ -84,6 +85,8 @@ def make_step(config, model: nn.Module, parallel: Optional[DataParallel] = None,
         BatchNorm averaging over the device axis.
       parallel: the data-parallel mode and devices.
       patch_size: the input patch side parameters are initialised with (default ``data.patch_size``).
+      in_channels: the input channels (default: the model's ``in_chans`` / ``inp_channels``; a model
+        of the user's own that declares neither must give them).
 
     Returns:
       ``(init_state, step_fn)``: ``init_state()`` (or ``init_state(params=...)``) gives the first
@@ -94,7 +97,7 @@ def make_step(config, model: nn.Module, parallel: Optional[DataParallel] = None,
     parallel = parallel or DataParallel(config.train.parallel)
     tx, schedule = optim.make_optimizer(config.optim)
     init_state = StateFactory(model=model, tx=tx, parallel=parallel, seed=int(config.seed),
-                              sample_shape=sample_shape(config, model, patch_size),
+                              sample_shape=sample_shape(config, model, patch_size, in_channels),
                               ema=config.optim.ema_decay > 0)
     step = functools.partial(train_step, model=parallel.model_for_training(model), tx=tx, schedule=schedule,
                              loss_cfg=config.loss, ema_decay=config.optim.ema_decay,

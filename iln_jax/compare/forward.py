@@ -21,11 +21,7 @@ containers) use the generic name/layout mapping of ``iln_jax.convert.mapping``.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
-import os
-import sys
 from typing import Optional
 
 import flax
@@ -33,34 +29,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax.compare.pair import CompareError, build_pair, in_channels
 from iln_jax.convert.mapping import _module_key
 
 
-def import_object(spec: str, repo: Optional[str] = None):
-    """``module.path:Name`` (importable from ``repo``) or ``path/to/file.py:Name``."""
-    target, sep, name = spec.rpartition(":")
-    if not sep:
-        raise ValueError(f"{spec!r} is not 'module.path:Class' or 'file.py:Class'")
-    if repo:
-        repo = os.path.abspath(os.path.expanduser(repo))
-        if not os.path.isdir(repo):
-            raise FileNotFoundError(f"--torch-repo {repo} is not a folder")
-        if repo not in sys.path:
-            sys.path.insert(0, repo)
-    if target.endswith(".py"):
-        path = target if os.path.isabs(target) or not repo else os.path.join(repo, target)
-        mod_spec = importlib.util.spec_from_file_location(f"_compare_{os.path.basename(path)[:-3]}", path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as e:
-            raise ImportError(f"Could not import {target!r} (from {repo or 'sys.path'}): {e}. Official HAT/DRCT "
-                              f"import basicsr, which needs torchvision < 0.17 (BasicSR #533)") from e
-    if not hasattr(module, name):
-        raise AttributeError(f"{target} has no {name!r}")
-    return getattr(module, name)
+def parse_json(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CompareError(f"{flag}: not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise CompareError(f"{flag}: expected a JSON object of constructor arguments, got {text!r}")
+    return value
 
 
 def flax_to_torch_name(path: tuple[str, ...], sequences) -> str:
@@ -105,25 +85,6 @@ def _torch_first(output):
             if t is not None:
                 return t
     return None
-
-
-def generic_from_torch(module, state_dict: dict, sequences, sample_shape) -> dict:
-    """Flax variables for ``module`` from a PyTorch state_dict by the generic naming rule (every
-    variable must be present with its shape; extra keys such as buffers are ignored)."""
-    from iln_jax.convert import template
-    flat, missing, bad = {}, [], []
-    for leaf, shape in template(module, sample_shape, sequences):
-        if leaf.torch_key not in state_dict:
-            missing.append(leaf.torch_key)
-            continue
-        value = np.asarray(state_dict[leaf.torch_key])
-        if value.shape != leaf.torch_shape(shape):
-            bad.append(f"{leaf.torch_key}: expected {leaf.torch_shape(shape)}, got {value.shape}")
-            continue
-        flat[(leaf.collection, *leaf.flax_path)] = jnp.asarray(leaf.from_torch(value), jnp.float32)
-    if missing or bad:
-        raise ValueError(f"state_dict does not fit {type(module).__name__}: missing {missing}, shapes {bad}")
-    return flax.traverse_util.unflatten_dict(flat)
 
 
 def run_comparison(torch_model, flax_module, variables: dict, x_nhwc: np.ndarray, sequences) -> dict:
@@ -221,36 +182,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    import torch
-    from iln_jax import convert
     args = parse_args(argv)
-    if bool(args.arch) == bool(args.flax_class):
-        raise SystemExit("give exactly one of --arch and --flax-class")
-    kwargs, flax_extra = json.loads(args.kwargs), json.loads(args.flax_kwargs)
-    torch_cls = import_object(args.torch_class, args.torch_repo)
-    torch.manual_seed(args.seed)
-    torch_model = torch_cls(**kwargs).eval()
-    if args.pth:
-        sd = convert.load_state_dict(args.pth, param_key=args.param_key)
-        torch_model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, strict=True)
-    sd = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}
-    channels = args.in_chans or kwargs.get("in_chans", kwargs.get("inp_channels", 3))
-    shape = (args.batch, args.size, args.size, channels)
-    if args.arch:
-        flax_module, variables = convert.from_torch(args.arch, sd, **kwargs, **flax_extra)
-        sequences = convert.arch_spec(args.arch).sequences
-    else:
-        flax_module = import_object(args.flax_class)(**kwargs, **flax_extra)
-        sequences = [s for s in args.sequences.split(",") if s]
-        variables = generic_from_torch(flax_module, sd, sequences, shape)
+    kwargs, flax_extra = parse_json(args.kwargs, "--kwargs"), parse_json(args.flax_kwargs, "--flax-kwargs")
+    shape = (args.batch, args.size, args.size, in_channels(kwargs, args.in_chans))
+    pair = build_pair(torch_class=args.torch_class, torch_repo=args.torch_repo, kwargs=kwargs, flax_kwargs=flax_extra,
+                      arch=args.arch, flax_class=args.flax_class,
+                      sequences=[s for s in args.sequences.split(",") if s], sample_shape=shape, seed=args.seed,
+                      pth=args.pth, param_key=args.param_key)
     x = np.random.default_rng(args.seed).uniform(size=shape).astype(np.float32)
-    report = run_comparison(torch_model, flax_module, variables, x, sequences)
+    report = run_comparison(pair.torch_model.eval(), pair.flax_module, pair.variables, x, pair.sequences)
     print(format_report(report))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
     return report
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,81 @@
+"""The official training recipe on the PyTorch side: what BasicSR's ``SRModel`` does per iteration.
+
+``optimize_parameters``: zero the gradients, L1 (mean) between the network's output and the target,
+backward, ``torch.optim.Adam`` step; then ``model_ema``: ``ema = decay * ema + (1 - decay) * param``
+over the parameters. The learning rate of update ``t`` (0-based) is set from the same schedule
+function iln_jax's optimizer uses, so both see the same value at every step (BasicSR's
+``MultiStepLR`` gives these values; setting them directly avoids re-deriving its milestone
+arithmetic).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+class TorchTrainer:
+    """One official model, trained in place on NHWC numpy batches."""
+
+    def __init__(self, model, *, schedule: Callable[[int], float], b1: float, b2: float, eps: float,
+                 ema_decay: float):
+        import torch
+        self.torch = torch
+        self.model = model.train()
+        self.names = [n for n, _ in model.named_parameters()]
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(schedule(0)), betas=(b1, b2), eps=eps)
+        self.schedule = schedule
+        self.ema_decay = ema_decay
+        self.ema = [p.detach().clone() for p in model.parameters()] if ema_decay > 0 else None
+        self.step_count = 0
+
+    @staticmethod
+    def to_nchw(x: np.ndarray):
+        import torch
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2)))
+
+    def step(self, batch: dict) -> float:
+        """One update on ``{"lq", "gt"}`` (NHWC); returns the loss before the update."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.schedule(self.step_count))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = (self.model(self.to_nchw(batch["lq"])) - self.to_nchw(batch["gt"])).abs().mean()
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            with self.torch.no_grad():
+                for e, p in zip(self.ema, self.model.parameters()):
+                    e.mul_(self.ema_decay).add_(p, alpha=1.0 - self.ema_decay)
+        self.step_count += 1
+        return float(loss.detach())
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {n: p.detach().cpu().numpy().copy() for n, p in zip(self.names, self.model.parameters())}
+
+    def ema_params(self) -> dict[str, np.ndarray]:
+        if self.ema is None:
+            return self.params()
+        return {n: e.cpu().numpy().copy() for n, e in zip(self.names, self.ema)}
+
+    def eval_model(self, which: str):
+        """A copy of the model in eval mode holding the raw or the EMA weights (training goes on
+        with the original)."""
+        import copy
+        model = copy.deepcopy(self.model).eval()
+        if which == "ema" and self.ema is not None:
+            with self.torch.no_grad():
+                for p, e in zip(model.parameters(), self.ema):
+                    p.copy_(e)
+        return model
+
+
+def perturb_one_ulp(model, seed: int) -> None:
+    """Move every parameter element one float32 ulp up or down (seeded signs): the smallest change
+    a float32 run can see, whose growth over training is the chaos floor."""
+    import torch
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            value = p.detach().cpu().numpy()
+            direction = np.where(rng.random(value.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
+            p.copy_(torch.from_numpy(np.nextafter(value, direction).astype(np.float32)))
