@@ -62,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--precisions", default="fp16,bf16,int8,int4",
                    help="Table 3's precisions (iln_jax.inference.precision.PRECISIONS); '' skips it")
     p.add_argument("--device-groups", type=int, default=1,
-                   help="run this many norms side by side, each on its own share of the devices")
+                   help="run this many runs side by side, each on its own share of the devices")
     p.add_argument("--only", help=argparse.SUPPRESS)  # one run (norm), in a --device-groups worker process
     p.add_argument("--only-seed", type=int, help=argparse.SUPPRESS)  # ... and its seed
     return p.parse_args(argv)
@@ -165,7 +165,7 @@ def write_reports(args, out: Path, runs: list[plan.GridRun], title: str) -> dict
     dump_json(figs, out / "figures.json")
     written = ["table1.md", "table1.json", "table3.md", "table3.json", "figures.json", *figs["written"]]
     return {"table1": t1, "table3": t3, "figures": figs, "written": [f for f in written if (out / f).is_file()],
-            "finished": [r["norm"] for r in results], "finished_runs": [(r["norm"], r.get("seed")) for r in results]}
+            "finished_runs": [(r["norm"], r.get("seed")) for r in results]}
 
 
 def diagnostics_note(config) -> str | None:
@@ -183,9 +183,9 @@ def report_lines(out: Path, report: dict, unfinished: list[str]) -> list[str]:
     lines = [f"[grid] wrote {out}/: {', '.join(report['written'])}"]
     for name, why in report["figures"]["not_written"].items():
         lines.append(f"[grid] not written: {name}: {why}")
-    for run, why in report["figures"]["runs_without_diagnostics"].items():
-        if report["figures"]["written"]:
-            lines.append(f"[grid] not in the figures: {run}: {why}")
+    if report["figures"]["written"]:
+        lines += [f"[grid] not in the figures: {run}: {why}"
+                  for run, why in report["figures"]["runs_without_diagnostics"].items()]
     if unfinished:
         lines.append(f"[grid] unfinished: {', '.join(unfinished)} (re-run the same command to continue)")
     return lines
@@ -196,7 +196,6 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.out)
     norms = plan.parse_norms(args.norms)
-    plan.parse_overrides(args.set)
     _precisions(args)
     config = plan.run_config(args.config, norms[0], plan.parse_overrides(args.set))
     default_seed = int(config.seed)  # every run's seed without --seeds

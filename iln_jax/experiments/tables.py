@@ -17,6 +17,8 @@ FIRST_COMPARED = "layernorm"  # the paper's headline comparison, listed first
 
 STD_NOTE = ("mean ± sample standard deviation (n − 1) over the seeds that gave a finite value; one seed: no "
             "±")
+CRITERIA = ("non-finite training loss, no measurements, last logged training loss not below the first, or a "
+            "non-finite PSNR or output pixel; PSNR below bicubic is not a criterion")
 DIFF_NOTE = ("Δ = mean(i-LN) − mean(other) over seeds; σ_Δ = sqrt(s_iln²/n_iln + s_other²/n_other), the standard "
              "error of that difference (Welch), with s the sample standard deviations and n the seed counts; "
              "Δ/σ_Δ is how many of its standard errors the difference is. It needs >= 2 seeds on both sides.")
@@ -135,9 +137,8 @@ def table1(results: list[dict]) -> tuple[str, dict]:
     lines += ["", f"PSNR / SSIM: {STD_NOTE}. On the task's convention (SR: Y channel, border cropped by the "
                   "scale); EMA weights when the recipe keeps them."]
     notes = _mark_notes(groups)
-    if notes:
-        lines += ["", f"{NOT_CONVERGED}: did not converge (one or more seeds; the test that fired, with its "
-                      "numbers):", *notes]
+    lines += ["", f"{NOT_CONVERGED}: did not converge (in one or more seeds): {CRITERIA}"
+                  + (". Here (the test that fired, with its numbers):" if notes else "; no run here."), *notes]
     md_diff, data["iln_minus"] = _differences(eval_stats, datasets, groups)
     return "\n".join(lines + md_diff) + "\n", data
 
