@@ -144,7 +144,9 @@ def plot_depth_over_training(histories: Mapping[str, dict], path, *,
     steps_all = np.concatenate([np.asarray(h["steps"]) for h in histories.values()])
     norm = plt.Normalize(steps_all.min(), max(steps_all.max(), steps_all.min() + 1))
     cmap = plt.get_cmap("plasma")
-    colour = lambda step: cmap(0.9 * norm(step))  # noqa: E731  (plasma's last tenth is too pale to see)
+
+    def colour(step):
+        return cmap(0.9 * norm(step))  # plasma's last tenth is too pale to see on white
     fig, axes = _figure(len(stats), len(histories), 3.2, 2.6, sharey="row")
     for c, (label, h) in enumerate(histories.items()):
         for r, stat in enumerate(stats):
