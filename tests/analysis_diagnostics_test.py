@@ -1,6 +1,8 @@
 """Diagnostics: known answers for the statistics, per-block capture on LN and i-LN models, the
 training hook and its log, position-bias images, bias alignment, plots."""
+import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -93,10 +95,80 @@ def test_bias_alignment_and_offline_report(tiny, tmp_path):
     assert res["feature"] == "layers_1" and res["channels"] == 8
     assert res["residual"]["topk_overlap"] == 1.0 and res["residual"]["cos_bias_mean"] > 0.7
     assert res["dc_share"] > 0.5 and "final_norm" in res
+    (tmp_path / "dynamics.png").write_bytes(b"stale")  # an earlier analysis's figure must not pass for this one's
     result = analyze_model(module, v, [np.asarray(x[0]), np.asarray(x[1])], tmp_path, label="tiny LN", crop=16)
-    for name in ("analysis.json", "depth_profile.png", "position_bias.png", "bias_alignment.png"):
-        assert (tmp_path / name).stat().st_size > 100, name
+    assert result["written"] == ["depth_profile.png", "position_bias.png", "bias_alignment.png", "analysis.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(result["written"])
+    assert all((tmp_path / name).stat().st_size > 100 for name in result["written"])
+    assert result["not_written"] == {"dynamics.png": "no training run given (only a run's --workdir has a "
+                                                     "diagnostics history)"}
     assert result["max_abs_feature"] > 0 and result["fp16_headroom"] > 0
+
+
+def test_why_a_run_has_no_diagnostics(tmp_path):
+    def run(every, final_step, log=""):
+        workdir = tmp_path / f"run_{every}_{final_step}_{bool(log)}"
+        workdir.mkdir()
+        (workdir / "config.json").write_text(json.dumps({"train": {"diagnostics_every": every}}))
+        (workdir / "summary.json").write_text(json.dumps({"final_step": final_step}))
+        if log:
+            (workdir / "diagnostics.jsonl").write_text(log)
+        return workdir
+    assert feature_stats.missing_reason(run(2, 4, '{"step": 2}\n')) is None
+    assert "train.diagnostics_every=0 (off)" in feature_stats.missing_reason(run(0, 4))
+    assert "ended at step 200, before its first diagnostics step (train.diagnostics_every=1000)" in (
+        feature_stats.missing_reason(run(1000, 200)))
+    assert "no " in feature_stats.missing_reason(tmp_path)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the plot functions save, kept open for inspection."""
+    kept = []
+
+    def save(fig, path):
+        kept.append(fig)
+        fig.savefig(path)
+        return Path(path)
+    monkeypatch.setattr(plots, "_save", save)
+    yield kept
+    for fig in kept:
+        plots._plt().close(fig)
+
+
+def _colour_bars(fig):
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def test_plots_put_colour_bars_right_of_every_panel_and_count_blocks_in_integers(figures, tmp_path):
+    rng = np.random.default_rng(0)
+    history = {"steps": np.array([2, 4, 6]), "blocks": ["b0", "b1", "b2"],
+               **{s: rng.uniform(0.5, 2.0, size=(3, 3)) for s in ("sq_mean", "entropy_norm", "max_abs")}}
+    histories = {"LN": history, "i-LN": history, "none": history}
+    stats = ("sq_mean", "entropy_norm", "max_abs")
+    plots.plot_dynamics(histories, tmp_path / "d.png", stats=stats)
+    plots.plot_depth_over_training(histories, tmp_path / "o.png", stats=stats)
+    for fig in figures:
+        fig.canvas.draw()
+        (bar,) = _colour_bars(fig)  # one for the whole figure ...
+        panels = [ax for ax in fig.axes if ax is not bar]
+        assert len(panels) == 9
+        assert bar.get_position().x0 > max(ax.get_position().x1 for ax in panels)  # ... right of every panel
+    assert all(float(t).is_integer() for t in _colour_bars(figures[0])[0].get_yticks())  # block numbers
+    profiles = {"LN": {b: {"sq_mean": 1.0 + i} for i, b in enumerate(history["blocks"])}}
+    plots.plot_depth_profiles(profiles, tmp_path / "p.png", stats=("sq_mean",))
+    ax = figures[-1].axes[0]
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    images = {f"layers_{i}/attn": rng.normal(size=(3, 7, 7)) for i in range(2)}
+    plots.plot_position_bias(images, tmp_path / "b.png")
+    fig = figures[-1]
+    fig.canvas.draw()
+    bars = _colour_bars(fig)
+    assert len(bars) == 2  # one per attention module, right of its heads
+    heads = [ax for ax in fig.axes if ax not in bars]
+    for bar, row in zip(bars, (heads[:3], heads[3:])):
+        assert bar.get_position().x0 >= max(ax.get_position().x1 for ax in row)
+        assert abs(bar.get_position().y0 - row[0].get_position().y0) < 0.1
 
 
 def test_hat_overlapping_attention_tables_are_centred():

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from iln_jax.analysis.report import analyze_model
+from iln_jax.errors import run_main
 from iln_jax.evaluation import benchmarks, cli
 
 
@@ -32,9 +33,12 @@ def main(argv=None) -> dict:
     history = Path(args.workdir) / "diagnostics.jsonl" if args.workdir else None
     result = analyze_model(loaded.module, loaded.variables, inputs, args.out, label=f"{loaded.arch}/{loaded.norm}",
                            level=args.level, crop=args.crop, history_path=history)
-    print(f"wrote {args.out}/analysis.json (+ PNGs); max |feature| {result.get('max_abs_feature')}")
+    print(f"[analysis] wrote {args.out}/: {', '.join(result['written'])}; max |feature| "
+          f"{result.get('max_abs_feature')}")
+    for name, why in result["not_written"].items():
+        print(f"[analysis] not written: {name}: {why}")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    run_main("analysis", main)

@@ -242,6 +242,29 @@ class DiagnosticsLog:
         paths.append_text(self.path, json.dumps(row) + "\n")
 
 
+def missing_reason(workdir: paths.PathLike) -> str | None:
+    """Why a training run's work directory holds no diagnostics (None when it does), from its
+    ``config.json`` (``train.diagnostics_every``) and ``summary.json`` (the step it ended at)."""
+    workdir = paths.as_path(workdir)
+    log = workdir / DiagnosticsLog.FILENAME
+    if log.exists() and log.read_text().strip():
+        return None
+
+    def saved(name: str) -> dict:
+        try:
+            return json.loads((workdir / name).read_text())
+        except (OSError, ValueError):
+            return {}
+    every = saved("config.json").get("train", {}).get("diagnostics_every")
+    final = saved("summary.json").get("final_step")
+    if every is not None and every <= 0:
+        return f"train.diagnostics_every={every} (off) in {workdir}"
+    if every is not None and final is not None and final < every:
+        return (f"the run in {workdir} ended at step {final}, before its first diagnostics step "
+                f"(train.diagnostics_every={every})")
+    return f"no {log} (not a training run's work directory, or one started before diagnostics were logged)"
+
+
 def read_diagnostics(path: paths.PathLike) -> dict:
     """A ``diagnostics.jsonl`` as ``{"steps": (T,), "blocks": [names], "<stat>": (T, n_blocks)}``."""
     rows = [json.loads(ln) for ln in paths.as_path(path).read_text().splitlines() if ln.strip()]

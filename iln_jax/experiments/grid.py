@@ -3,19 +3,32 @@
     python -m iln_jax.experiments.grid --config configs/hat.py:variant=hat-mini \\
         --norms all,my_norms:MyNorm --out runs/grid --data-root /data/testsets --datasets Set5,Set14
     python -m iln_jax.experiments.grid --config configs/swinir.py:tiny=1 --norms layernorm,iln \\
-        --set train.num_steps=200 --out /tmp/grid                        # embedded photos
+        --set train.num_steps=200 --set train.diagnostics_every=50 --out /tmp/grid   # embedded photos
+    python -m iln_jax.experiments.grid --config configs/default.py --norms all --seeds 1 \\
+        --seeds layernorm,ln_star,iln,rezero,none=1,2,3 --out runs/grid_seeds    # 9 norms, 5 of them x3
 
-Every norm is trained with the same recipe and seed (the config, ``norm=<norm>`` and the ``--set``
-overrides) in ``OUT/runs/<norm>/``, a normal train.py work directory (per-block diagnostics every
-``train.diagnostics_every`` steps), then evaluated on the benchmark folders (``--data-root`` /
-``--datasets``; the embedded photos otherwise; BatchNorm also in train mode) and measured in low
-precision. Outputs in OUT: ``table1.md/json``, ``table3.md/json``, ``dynamics.png``,
-``depth_over_training.png``, ``depth_profile.png``, ``figures.json``, ``grid.json`` (the recipe).
+Every norm is trained with the same recipe (the config, ``norm=<norm>`` and the ``--set``
+overrides) once per seed (config key ``seed``) in ``OUT/runs/<norm>/seed<k>/``, a normal train.py
+work directory (per-block diagnostics every ``train.diagnostics_every`` steps), then evaluated on
+the benchmark folders (``--data-root`` / ``--datasets``; the embedded photos otherwise; BatchNorm
+also in train mode) and measured in low precision.
+
+Seeds (``--seeds``, repeatable): ``1,2,3`` gives every norm of ``--norms`` these seeds;
+``NORMS=SEEDS`` (``layernorm,iln=1,2,3``) gives the named norms exactly those seeds instead.
+Without ``--seeds`` every norm runs once with the config's seed. Runs go seed by seed (every norm's
+first seed before any second one).
+
+Outputs in OUT: ``table1.md/json`` (mean ± std over seeds per dataset, i-LN minus every other norm
+in units of the difference's standard error, non-convergence with the test that fired),
+``table3.md/json``, ``dynamics.png``, ``depth_over_training.png``, ``depth_profile.png`` (when the
+runs recorded diagnostics; ``figures.json`` lists what was written and why anything was not),
+``grid.json`` (the recipe and the planned runs).
 
 Re-running the same command continues a killed grid: finished runs (``grid_result.json``) are not
-redone, an interrupted run resumes exactly from its checkpoints. Runs go one after another, or
-with ``--device-groups K`` side by side in K processes on disjoint device sets (CPU: the forced host
-devices are split; GPU: ``CUDA_VISIBLE_DEVICES``).
+redone, an interrupted run resumes exactly from its checkpoints; more norms or seeds may be added
+later under the same recipe. Runs go one after another, or with ``--device-groups K`` side by side
+in K processes on disjoint device sets (CPU: the forced host devices are split; GPU:
+``CUDA_VISIBLE_DEVICES``).
 """
 from __future__ import annotations
 
@@ -37,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--norms", default="all", help="comma-separated: 'all' (the paper's nine), names, "
                                                    "import paths 'module:attr'")
     p.add_argument("--out", required=True, help="grid directory (re-run the command to continue it)")
+    p.add_argument("--seeds", action="append", default=[], metavar="SEEDS|NORMS=SEEDS",
+                   help="'1,2,3': every norm with these seeds; 'layernorm,iln=1,2,3': these norms with exactly "
+                        "these seeds (repeatable; default: the config's seed)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run, e.g. train.num_steps=300 (repeatable)")
     p.add_argument("--data-root", help="folder holding the benchmark folders (default: the embedded photos)")
@@ -46,8 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--precisions", default="fp16,bf16,int8,int4",
                    help="Table 3's precisions (iln_jax.inference.precision.PRECISIONS); '' skips it")
     p.add_argument("--device-groups", type=int, default=1,
-                   help="run this many norms side by side, each on its own share of the devices")
-    p.add_argument("--only", help=argparse.SUPPRESS)  # one run, in a --device-groups worker process
+                   help="run this many runs side by side, each on its own share of the devices")
+    p.add_argument("--only", help=argparse.SUPPRESS)  # one run (norm), in a --device-groups worker process
+    p.add_argument("--only-seed", type=int, help=argparse.SUPPRESS)  # ... and its seed
     return p.parse_args(argv)
 
 
@@ -58,9 +75,9 @@ def _recipe(args) -> dict:
 
 def _run_one(args, run: plan.GridRun) -> dict:
     from iln_jax.experiments.run import execute
-    config = plan.run_config(args.config, run.norm, plan.parse_overrides(args.set))
+    config = plan.run_config(args.config, run.norm, plan.parse_overrides(args.set), seed=run.seed)
     datasets = [d for d in args.datasets.split(",") if d]
-    print(f"[grid] {run.norm}: {run.workdir}", flush=True)
+    print(f"[grid] {run.label}: {run.workdir}", flush=True)
     return execute(run, config, data_root=args.data_root, datasets=datasets, precisions=_precisions(args))
 
 
@@ -107,10 +124,11 @@ def _run_side_by_side(args, pending: list[plan.GridRun], argv: list[str]) -> Non
                 if not queue:
                     return
                 run = queue.pop(0)
-            cmd = [sys.executable, "-m", "iln_jax.experiments.grid", *argv, "--only", run.norm, "--device-groups", "1"]
+            cmd = [sys.executable, "-m", "iln_jax.experiments.grid", *argv, "--only", run.norm,
+                   "--only-seed", str(run.seed), "--device-groups", "1"]
             done = subprocess.run(cmd, env=worker_env(platform, ids), stdout=sys.stdout, stderr=sys.stderr)
             if done.returncode:
-                failures.append(f"{run.norm} (exit {done.returncode})")
+                failures.append(f"{run.label} (exit {done.returncode})")
 
     threads = [threading.Thread(target=slot, args=(ids,)) for ids in groups]
     for t in threads:
@@ -134,6 +152,7 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 
 def write_reports(args, out: Path, runs: list[plan.GridRun], title: str) -> dict:
+    """Tables and figures of the finished runs; returns them with the names of the files written."""
     import json
     results = [json.loads(r.result_path.read_text()) for r in runs if r.done]
     md1, t1 = tables.table1(results)
@@ -142,8 +161,34 @@ def write_reports(args, out: Path, runs: list[plan.GridRun], title: str) -> dict
     (out / "table3.md").write_text(f"# Table 3: {title}\n\n" + md3)
     dump_json(t1, out / "table1.json")
     dump_json(t3, out / "table3.json")
-    dump_json(figures.write_figures(results, out, title), out / "figures.json")
-    return {"table1": t1, "table3": t3, "finished": [r["norm"] for r in results]}
+    figs = figures.write_figures(results, out, title)
+    dump_json(figs, out / "figures.json")
+    written = ["table1.md", "table1.json", "table3.md", "table3.json", "figures.json", *figs["written"]]
+    return {"table1": t1, "table3": t3, "figures": figs, "written": [f for f in written if (out / f).is_file()],
+            "finished_runs": [(r["norm"], r.get("seed")) for r in results]}
+
+
+def diagnostics_note(config) -> str | None:
+    """Said before training when no run will record diagnostics (so no figure can be drawn)."""
+    every, steps = int(config.train.diagnostics_every), int(config.train.num_steps)
+    if 0 < every <= steps:
+        return None
+    why = "(off)" if every <= 0 else f"> train.num_steps={steps}"
+    return (f"[grid] note: train.diagnostics_every={every} {why}: the runs record no diagnostics, so no figures; "
+            f"add e.g. --set train.diagnostics_every={max(1, steps // 10)} for them")
+
+
+def report_lines(out: Path, report: dict, unfinished: list[str]) -> list[str]:
+    """What the grid wrote (each file named exists) and what it did not, and why."""
+    lines = [f"[grid] wrote {out}/: {', '.join(report['written'])}"]
+    for name, why in report["figures"]["not_written"].items():
+        lines.append(f"[grid] not written: {name}: {why}")
+    if report["figures"]["written"]:
+        lines += [f"[grid] not in the figures: {run}: {why}"
+                  for run, why in report["figures"]["runs_without_diagnostics"].items()]
+    if unfinished:
+        lines.append(f"[grid] unfinished: {', '.join(unfinished)} (re-run the same command to continue)")
+    return lines
 
 
 def main(argv=None) -> dict:
@@ -151,14 +196,22 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.out)
     norms = plan.parse_norms(args.norms)
-    plan.parse_overrides(args.set)
     _precisions(args)
+    overrides = plan.parse_overrides(args.set)
+    if "seed" in overrides:
+        raise ConfigError(f"--set seed={overrides['seed']}: the seed is what a grid's runs vary, not part of the "
+                          f"recipe; use --seeds {overrides['seed']}")
+    config = plan.run_config(args.config, norms[0], overrides)
+    default_seed = int(config.seed)  # every run's seed without --seeds
+    seeds = plan.parse_seeds(args.seeds, norms, default_seed)
     if args.only:
-        run = plan.plan_runs(out, [args.only])[0]
+        run = plan.find_run(out, args.only, default_seed if args.only_seed is None else args.only_seed, default_seed)
         return _run_one(args, run) if not run.done else {}
-    plan.record_plan(out, _recipe(args), norms)
-    runs = plan.plan_runs(out, plan.planned_norms(out))
-    pending = [r for r in runs if r.norm in norms and not r.done]
+    runs = plan.record_plan(out, _recipe(args), seeds, default_seed)
+    if (note := diagnostics_note(config)) is not None:
+        print(note, flush=True)
+    wanted = set(plan.run_order(seeds))
+    pending = [r for r in runs if (r.norm, r.seed) in wanted and not r.done]
     print(f"[grid] {out}: {len(runs) - len(pending)} of {len(runs)} runs finished; running {len(pending)}", flush=True)
     title = f"{args.config} {' '.join(args.set)}".strip()
     if args.device_groups > 1 and len(pending) > 1:
@@ -168,12 +221,10 @@ def main(argv=None) -> dict:
             result = _run_one(args, run)
             write_reports(args, out, runs, title)  # the tables so far, should the grid be stopped
             if result.get("status") == "preempted":  # SIGTERM: the run saved its state; stop the grid too
-                print(f"[grid] preempted during {run.norm}; re-run the same command to continue", flush=True)
+                print(f"[grid] preempted during {run.label}; re-run the same command to continue", flush=True)
                 break
     report = write_reports(args, out, runs, title)
-    unfinished = [r.norm for r in runs if not r.done]
-    print(f"[grid] wrote {out}/table1.md, table3.md, dynamics.png, depth_over_training.png, depth_profile.png"
-          + (f"; unfinished: {', '.join(unfinished)} (re-run to continue)" if unfinished else ""), flush=True)
+    print("\n".join(report_lines(out, report, [r.label for r in runs if not r.done])), flush=True)
     print((out / "table1.md").read_text() + "\n" + (out / "table3.md").read_text(), flush=True)
     return report
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +19,7 @@ from iln_jax.errors import IlnJaxError
 from iln_jax.evaluation import benchmarks, tasks
 from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset
 from iln_jax.evaluation.precision import precision_report
+from iln_jax.experiments import convergence
 from iln_jax.experiments.plan import GridRun
 from iln_jax.inference.runner import Restorer, input_multiple, output_scale, pad_batch, padded_size
 from iln_jax.layers.norm_registry import module_class, resolve_norm
@@ -86,7 +86,7 @@ def execute(run: GridRun, config, *, data_root: Optional[str], datasets: list[st
         summary = train_and_evaluate(config, run.workdir)
     except NonFiniteLossError as e:
         diverged, summary = str(e), {"status": "non-finite loss"}
-    result = {"norm": run.norm, "workdir": str(run.workdir), "status": _summary_status(summary),
+    result = {"norm": run.norm, "seed": run.seed, "workdir": str(run.workdir), "status": _summary_status(summary),
               "diverged": diverged, "final_step": summary.get("final_step"),
               "wall_seconds": summary.get("wall_seconds"), "final_loss": summary.get("final_train_loss")}
     if result["status"] not in ("completed", "non-finite loss"):
@@ -119,30 +119,19 @@ def execute(run: GridRun, config, *, data_root: Optional[str], datasets: list[st
             result["precision"] = {"dataset": target,
                                    **precision_report(module, variables, sets[target], conv, precisions=precisions)}
         result["weights"] = loaded.weights
-    losses = logged_losses(run.workdir)
-    result["losses"] = [losses[0], losses[-1]] if losses else []
-    result["converged"] = converged(result)
+    logged = logged_losses(run.workdir)
+    ends = [logged[0], logged[-1]] if logged else []
+    result["losses"], result["loss_steps"] = [loss for _, loss in ends], [step for step, _ in ends]
+    result["not_converged"] = convergence.failures(result)
+    result["converged"] = not result["not_converged"]
     dump_json(result, run.result_path)
     return result
 
 
-def logged_losses(workdir: Path) -> list[float]:
+def logged_losses(workdir: Path) -> list[tuple[int, float]]:
+    """(step, training loss) of every logged step."""
     path = Path(workdir) / "metrics_train.csv"
     if not path.is_file():
         return []
     with open(path) as f:
-        return [float(row["loss"]) for row in csv.DictReader(f) if row.get("loss")]
-
-
-def converged(result: dict) -> bool:
-    """The paper's marking: a run that diverged (non-finite loss), whose loss did not go down
-    (last logged training loss not below the first) or whose outputs hold non-finite pixels did
-    not converge. (Below-bicubic PSNR alone is not the criterion: short runs are.)"""
-    if result.get("diverged") or not result.get("datasets"):
-        return False
-    losses = result.get("losses") or []
-    if len(losses) >= 2 and not (math.isfinite(losses[-1]) and losses[-1] < losses[0]):
-        return False
-    first = next(iter(result["datasets"].values()))
-    psnr = first["eval"]["psnr"]
-    return psnr is not None and math.isfinite(psnr) and first["eval"]["nonfinite_pixels"] == 0
+        return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(f) if row.get("loss")]
