@@ -157,7 +157,7 @@ def test_side_by_side_without_diagnostics_claims_no_figure(tmp_path):
     assert "[grid] not written: dynamics.png: no run recorded diagnostics" in done.stdout
 
 
-def test_seed_lists():
+def test_seed_lists(tmp_path):
     norms = ["layernorm", "iln", "rezero"]
     assert plan.parse_seeds([], norms, 7) == {n: [7] for n in norms}  # the config's seed
     assert plan.parse_seeds(["3,1,2"], norms, 7) == {n: [1, 2, 3] for n in norms}
@@ -171,7 +171,8 @@ def test_seed_lists():
     with pytest.raises(ConfigError, match="expected non-negative integers"):
         plan.parse_seeds(["1,x"], norms, 1)
     with pytest.raises(ConfigError, match="use --seeds 3"):
-        plan.parse_overrides(["seed=3"])
+        grid.main(["--config", "configs/swinir.py:tiny=1", "--out", str(tmp_path / "g"), "--set", "seed=3"])
+    assert not (tmp_path / "g").exists()
 
 
 def test_a_grid_from_before_seeds_continues_in_its_directories(tmp_path):
