@@ -34,21 +34,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.convert.mapping import _module_key
+from iln_jax.dependencies import missing_package, require
+from iln_jax.errors import ConfigError, IlnJaxError, one_line, run_cli
 
 
-def import_object(spec: str, repo: Optional[str] = None):
+class ClassImportError(IlnJaxError, ImportError):
+    """A ``--torch-class`` / ``--flax-class`` that cannot be imported (no checkout, a wrong name, ...)."""
+
+
+def import_object(spec: str, repo: Optional[str] = None, flag: str = "--torch-class"):
     """``module.path:Name`` (importable from ``repo``) or ``path/to/file.py:Name``."""
     target, sep, name = spec.rpartition(":")
     if not sep:
-        raise ValueError(f"{spec!r} is not 'module.path:Class' or 'file.py:Class'")
+        raise ConfigError(f"{flag} {spec!r} is not 'module.path:Class' or 'file.py:Class'")
     if repo:
         repo = os.path.abspath(os.path.expanduser(repo))
         if not os.path.isdir(repo):
-            raise FileNotFoundError(f"--torch-repo {repo} is not a folder")
+            raise ClassImportError(f"--torch-repo {repo} is not a folder: clone the official repository "
+                                   f"(e.g. https://github.com/JingyunLiang/SwinIR) and give its path")
         if repo not in sys.path:
             sys.path.insert(0, repo)
     if target.endswith(".py"):
         path = target if os.path.isabs(target) or not repo else os.path.join(repo, target)
+        if not os.path.isfile(path):
+            raise ClassImportError(f"{flag} {spec}: {path} does not exist")
         mod_spec = importlib.util.spec_from_file_location(f"_compare_{os.path.basename(path)[:-3]}", path)
         module = importlib.util.module_from_spec(mod_spec)
         mod_spec.loader.exec_module(module)
@@ -56,10 +65,15 @@ def import_object(spec: str, repo: Optional[str] = None):
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise ImportError(f"Could not import {target!r} (from {repo or 'sys.path'}): {e}. Official HAT/DRCT "
-                              f"import basicsr, which needs torchvision < 0.17 (BasicSR #533)") from e
+            if missing_package(e) is not None:
+                raise
+            hint = "" if repo else "; give --torch-repo, the checkout of the official repository"
+            if "basicsr" in str(e) or "torchvision" in str(e):
+                hint += "; official HAT/DRCT import basicsr, which needs torchvision < 0.17 (BasicSR #533)"
+            raise ClassImportError(f"{flag} {spec}: cannot import {target!r} (from {repo or 'sys.path'}): "
+                                   f"{one_line(e, 200)}{hint}") from None
     if not hasattr(module, name):
-        raise AttributeError(f"{target} has no {name!r}")
+        raise ClassImportError(f"{flag} {spec}: {target} has no {name!r}")
     return getattr(module, name)
 
 
@@ -220,16 +234,29 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _json_flag(flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object of keyword arguments, got {text!r}")
+    return value
+
+
 def main(argv=None) -> dict:
-    import torch
     from iln_jax import convert
     args = parse_args(argv)
     if bool(args.arch) == bool(args.flax_class):
-        raise SystemExit("give exactly one of --arch and --flax-class")
-    kwargs, flax_extra = json.loads(args.kwargs), json.loads(args.flax_kwargs)
+        raise ConfigError("give exactly one of --arch and --flax-class")
+    kwargs, flax_extra = _json_flag("--kwargs", args.kwargs), _json_flag("--flax-kwargs", args.flax_kwargs)
+    torch = require("torch", "python -m iln_jax.compare")
     torch_cls = import_object(args.torch_class, args.torch_repo)
     torch.manual_seed(args.seed)
-    torch_model = torch_cls(**kwargs).eval()
+    try:
+        torch_model = torch_cls(**kwargs).eval()
+    except TypeError as e:  # an argument the official constructor does not take
+        raise ConfigError(f"--kwargs for {args.torch_class}: {e}") from None
     if args.pth:
         sd = convert.load_state_dict(args.pth, param_key=args.param_key)
         torch_model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, strict=True)
@@ -240,7 +267,7 @@ def main(argv=None) -> dict:
         flax_module, variables = convert.from_torch(args.arch, sd, **kwargs, **flax_extra)
         sequences = convert.arch_spec(args.arch).sequences
     else:
-        flax_module = import_object(args.flax_class)(**kwargs, **flax_extra)
+        flax_module = import_object(args.flax_class, flag="--flax-class")(**kwargs, **flax_extra)
         sequences = [s for s in args.sequences.split(",") if s]
         variables = generic_from_torch(flax_module, sd, sequences, shape)
     x = np.random.default_rng(args.seed).uniform(size=shape).astype(np.float32)
@@ -253,4 +280,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli("compare", main)

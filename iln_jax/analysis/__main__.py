@@ -37,4 +37,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from iln_jax.errors import run_cli
+    run_cli("analysis", main)

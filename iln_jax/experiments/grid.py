@@ -26,7 +26,7 @@ import sys
 import threading
 from pathlib import Path
 
-from iln_jax.errors import ConfigError, run_main
+from iln_jax.errors import ConfigError, DataNotFoundError, run_cli
 from iln_jax.evaluation.evaluate import dump_json
 from iln_jax.experiments import figures, plan, tables
 
@@ -62,6 +62,22 @@ def _run_one(args, run: plan.GridRun) -> dict:
     datasets = [d for d in args.datasets.split(",") if d]
     print(f"[grid] {run.norm}: {run.workdir}", flush=True)
     return execute(run, config, data_root=args.data_root, datasets=datasets, precisions=_precisions(args))
+
+
+def _check_datasets(args, norm: str) -> None:
+    """The benchmark folders exist before the training they are evaluated after."""
+    from iln_jax.evaluation import benchmarks
+    if not args.data_root:
+        return
+    if not Path(args.data_root).is_dir():
+        raise DataNotFoundError(f"--data-root {args.data_root} is not a folder")
+    names = [d for d in args.datasets.split(",") if d]
+    if not names:
+        config = plan.run_config(args.config, norm, plan.parse_overrides(args.set))
+        names = list(benchmarks.default_datasets(config.data.task))
+    for name in names:
+        if name != "embedded":
+            benchmarks.resolve_dataset(args.data_root, name)
 
 
 def _precisions(args) -> tuple[str, ...]:
@@ -153,6 +169,7 @@ def main(argv=None) -> dict:
     norms = plan.parse_norms(args.norms)
     plan.parse_overrides(args.set)
     _precisions(args)
+    _check_datasets(args, norms[0])
     if args.only:
         run = plan.plan_runs(out, [args.only])[0]
         return _run_one(args, run) if not run.done else {}
@@ -179,4 +196,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("grid", main)
+    from iln_jax.data import BadImageError
+    run_cli("grid", main, hints={BadImageError: "--set data.on_bad_image=skip leaves unusable training images out"})
