@@ -201,6 +201,21 @@ def test_bad_and_too_small_images(tmp_path, tiny_pth):
     assert line.endswith("(--on-bad-image skip leaves unusable images out and lists them)")
 
 
+def test_a_bad_training_image_names_the_skip_flag(tmp_path):
+    cwd = _user_dir(tmp_path)
+    folder = cwd / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), np.uint8)).save(folder / "0.png")
+    (folder / "1broken.png").write_bytes(b"\x89PNG truncated")
+    rc, out, err = _cli([ROOT / "train.py", "--config", f"{ROOT}/configs/swinir.py:tiny=1", "--workdir", "run",
+                         "--config.data.source=folder", f"--config.data.root={folder}", "--config.eval.every=-1",
+                         "--config.train.diagnostics_every=0"], cwd)
+    line = _one_line(err)
+    assert rc == 1 and line.startswith(f"[train] error: cannot read image {folder}/1broken.png: "), out + err
+    assert line.endswith("(--config.data.on_bad_image=skip leaves unusable images out and lists them)")
+    assert not (cwd / "run" / "checkpoints").exists() or not any((cwd / "run" / "checkpoints").iterdir())
+
+
 # --- pretrained: show, record ---------------------------------------------------------------------
 
 def test_pretrained_show_and_record(tmp_path):
