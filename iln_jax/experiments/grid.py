@@ -197,4 +197,4 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     from iln_jax.data import BadImageError
-    run_cli("grid", main, hints={BadImageError: "--set data.on_bad_image=skip leaves unusable training images out"})
+    run_cli("grid", main, hints={BadImageError: "--set data.on_bad_image=skip leaves unusable images out"})
