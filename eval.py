@@ -19,9 +19,10 @@
     # the fp16/bf16/int8/int4 table and the paper's diagnostics for the same model:
     python eval.py ... --precision-report --diagnostics
 
-Unreadable images, mis-sized pairs and images too small to measure stop with one line naming
-the file; ``--on-bad-image skip`` leaves them out and lists them. Errors are one line on stderr
-(exit status 1); ``ILN_JAX_TRACEBACK=1`` shows the traceback.
+``--data-root`` and every dataset folder are checked before a model is downloaded or anything is
+evaluated. Unreadable images, mis-sized pairs and images too small for the scale or to measure stop
+with one line naming the file; ``--on-bad-image skip`` leaves them out and lists them. Errors are
+one line on stderr (exit status 1); ``ILN_JAX_TRACEBACK=1`` shows the traceback.
 
 Conventions (iln_jax/evaluation/tasks.py): SR PSNR/SSIM on Y with crop = scale; denoising on RGB;
 JPEG CAR and deraining on Y; RGB and Y are always both stored. Without --datasets, the embedded
@@ -31,11 +32,11 @@ held-out photos are used. Writes ``<out>/<dataset>/{images/*.png,results.json,re
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from iln_jax import host_memory, paths
-from iln_jax.errors import ConfigError, run_main
+from iln_jax.data import BadImageError
+from iln_jax.errors import ConfigError, DataNotFoundError, run_cli
 from iln_jax.evaluation import benchmarks, cli, evaluate, tasks
 from iln_jax.evaluation.evaluate import dump_json
 
@@ -87,12 +88,30 @@ def _task_settings(args, loaded) -> dict:
                 channels=channels)
 
 
-def _eval_sets(args, t: dict):
-    if not args.datasets:
+BAD_IMAGE_HINT = "--on-bad-image skip leaves unusable images out and lists them"
+
+
+def check_paths(args) -> list[tuple[str, str]]:
+    """Everything the command reads or writes is reachable before anything is loaded or downloaded:
+    URLs have their packages, ``--data-root`` exists, every dataset folder is found. Returns the
+    ``(dataset name, folder)`` of each requested dataset."""
+    for flag in ("workdir", "data_root", "out", "cache_dir"):
+        value = getattr(args, flag, None)
+        if value:
+            paths.require_url_support(value, f"--{flag.replace('_', '-')} {value}")
+    if args.data_root and not paths.as_path(args.data_root).is_dir():
+        raise DataNotFoundError(f"--data-root {args.data_root} is not a folder")
+    names = [s.strip() for s in (args.datasets or "").split(",") if s.strip()]
+    for name in names:
+        paths.require_url_support(name, f"--datasets {name}")
+    return [benchmarks.resolve_dataset(args.data_root, name) for name in names]
+
+
+def _eval_sets(args, datasets: list[tuple[str, str]], t: dict):
+    if not datasets:
         yield "embedded", benchmarks.load(benchmarks.embedded_config(**t))
         return
-    for item in filter(None, (s.strip() for s in args.datasets.split(","))):
-        name, folder = benchmarks.resolve_dataset(args.data_root, item)
+    for name, folder in datasets:
         config = benchmarks.data_config(folder=folder, on_bad_image=args.on_bad_image, **t)
         yield name, benchmarks.load(config)
 
@@ -131,6 +150,7 @@ def _mesh(args):
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    datasets = check_paths(args)
     host_memory.configure()  # before JAX starts its backends
     import jax
     if args.distributed:
@@ -148,7 +168,7 @@ def main(argv=None) -> list[dict]:
           f"{tasks.task_description(**{k: t[k] for k in ('task', 'scale', 'noise_sigma', 'jpeg_quality')})}, "
           f"{conv.label}", flush=True)
     results, precision_reports, first_images = [], {}, None
-    for name, eval_set in _eval_sets(args, t):
+    for name, eval_set in _eval_sets(args, datasets, t):
         eval_set = evaluate.measurable(eval_set, conv, dataset=name, on_bad_image=args.on_bad_image)
         restorer.bucket = _choose_bucket(name, eval_set, restorer, args)
         result = evaluate.evaluate_dataset(restorer, eval_set, conv, dataset=name,
@@ -184,4 +204,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("eval", lambda: 0 if main() else 1))
+    run_cli("eval", lambda argv: 0 if main(argv) else 1, hints={BadImageError: BAD_IMAGE_HINT})

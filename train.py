@@ -13,7 +13,8 @@ a new run (new --workdir) from another run's weights.
 
 Errors in the config, the data or the work directory are one line on stderr (exit status 1, or
 2 for a config error); ``--verbosity=1`` or ``ILN_JAX_TRACEBACK=1`` shows the traceback. Keys
-that do not exist in the config are errors.
+that do not exist in the config are errors. A ``gs://`` path without ``requirements-cloud.txt``
+installed is refused before anything starts.
 
 Multi-host (one process per host): pass ``--coordinator_address=host0:1234 --num_processes=N
 --process_id=i`` (or set ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``);
@@ -29,7 +30,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iln_jax import host_memory
+from iln_jax import host_memory, paths
 from iln_jax.errors import ConfigError, exit_with_error, run_main, traceback_requested
 
 ROOT = Path(__file__).resolve().parent
@@ -145,16 +146,38 @@ def define_config_flag() -> None:
 define_config_flag()
 
 
+# Config keys holding paths that may be URLs (each checked for its optional packages up front).
+_PATH_KEYS = ("data.root", "data.lr_root", "data.tfds_data_dir", "data.eval_root", "data.eval_lr_root",
+              "train.compilation_cache_dir")
+BAD_IMAGE_HINT = "--config.data.on_bad_image=skip leaves unusable images out and lists them"
+
+
+def check_paths(config, workdir: str) -> None:
+    """Every URL of the run has its file-system packages (one line naming requirements-cloud.txt)."""
+    paths.require_url_support(workdir, f"--workdir {workdir}", checkpoints=True)
+    if config.train.init_from:
+        source = config.train.init_from
+        paths.require_url_support(source, f"train.init_from {source}", checkpoints=True)
+    for key in _PATH_KEYS:
+        section, name = key.split(".")
+        value = config[section].get(name)
+        if isinstance(value, str) and value:
+            paths.require_url_support(value, f"{key} {value}")
+
+
+def describe_run(config, workdir: str) -> str:
+    """The line that says where the run goes and which norm (and input scaling) it trains."""
+    stdnorm = config.model.kwargs.get("stdnorm")
+    scaling = ", stdnorm on (inputs divided by the RGB std, as the official i-LN)" if stdnorm else ""
+    return f"[train] {workdir}: {config.model.arch}, norm {config.model.norm}{scaling}"
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
-    host_memory.configure()  # before JAX starts its backends
-    initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                           auto=FLAGS.distributed)
-    from iln_jax.train import train_and_evaluate
     config = FLAGS.config
     if FLAGS.init_from:
         if config.train.init_from not in (None, FLAGS.init_from):
@@ -162,12 +185,22 @@ def main(argv):
                               f"{config.train.init_from} disagree; give one")
         config.train.init_from = FLAGS.init_from
     workdir = FLAGS.workdir or str(Path("runs") / config.name)
+    check_paths(config, workdir)
+    host_memory.configure()  # before JAX starts its backends
+    initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           auto=FLAGS.distributed)
+    import jax
+    from iln_jax.train import train_and_evaluate
+    if jax.process_index() == 0:
+        print(describe_run(config, workdir), flush=True)
     summary = train_and_evaluate(config, workdir)
     return 0 if summary["status"] in ("completed", "preempted") else 1
 
 
 def _main(argv):
-    return run_main("train", lambda: main(argv), show_traceback=flags.FLAGS["verbosity"].value >= 1)
+    from iln_jax.data import BadImageError
+    return run_main("train", lambda: main(argv), show_traceback=flags.FLAGS["verbosity"].value >= 1,
+                    hints={BadImageError: BAD_IMAGE_HINT})
 
 
 if __name__ == "__main__":

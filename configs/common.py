@@ -11,6 +11,8 @@ is an error; :func:`parse_arg` does the same for the ``:arg`` part.
 from __future__ import annotations
 
 import dataclasses
+import re
+from typing import Callable
 
 import ml_collections
 from ml_collections import config_dict
@@ -26,6 +28,45 @@ TASKS = data_lib.config.TASKS
 PAPER_STEPS = 300_000
 PAPER_MILESTONES = (250_000, 400_000, 450_000, 475_000)
 PAPER_BATCH = 16
+
+
+class NormDependent(config_dict.FieldReference):
+    """A config value computed from ``model.norm`` whenever it is read, so that the command-line
+    override ``--config.model.norm=X`` moves it as the config argument ``norm=X`` does (the run's
+    name, i-LN's input ``stdnorm``). Setting the value itself (``--config.name=...``) fixes it."""
+
+    def __init__(self, norm: config_dict.FieldReference, derive: Callable[[str], object], field_type: type):
+        super().__init__(derive(norm.get()), field_type=field_type)
+        self._norm, self._derive, self._fixed = norm, derive, False
+
+    def set(self, value, type_safe=True):
+        super().set(value, type_safe)
+        self._fixed = True
+
+    def get(self):
+        return super().get() if self._fixed else self._derive(self._norm.get())
+
+    def __setstate__(self, state):  # FieldReference's restores only its own fields
+        self.__dict__.update(state)
+
+
+def norm_slug(norm: str) -> str:
+    """A norm as part of a directory name (import paths hold ':' and '.')."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", norm)
+
+
+def is_iln(norm: str) -> bool:
+    return norm == "iln"
+
+
+def follow_norm(c: ml_collections.ConfigDict, name: Callable[[str], str], *, stdnorm: bool) -> None:
+    """Make ``c.name`` (``name(norm slug)``) and, with ``stdnorm``, ``model.kwargs.stdnorm`` (on for
+    i-LN: the official i-LN model divides its input by the DF2K RGB std; baselines do not) follow
+    the effective ``model.norm``, however it was set."""
+    norm = c.model.get_ref("norm")
+    c.name = NormDependent(norm, lambda n: name(norm_slug(n)), str)
+    if stdnorm:
+        c.model.kwargs.stdnorm = NormDependent(norm, is_iln, bool)
 
 
 def parse_arg(arg: str | None, **defaults):
@@ -235,16 +276,13 @@ def backbone_config(variant: str, a: ml_collections.ConfigDict, *,
     c.model.arch = models.variant_arch(variant)
     c.model.norm = a.norm
     restore = dict(upscale=1, upsampler="") if a.task != "sr" else dict(upscale=a.scale)
-    # The official i-LN model divides its input by the DF2K RGB std; baselines do not.
-    c.model.kwargs = full_model_kwargs(
-        c.model.arch, models.variant_kwargs(variant, **restore, stdnorm=a.norm == "iln"))
+    c.model.kwargs = full_model_kwargs(c.model.arch, models.variant_kwargs(variant, **restore))
     apply_task(c, a.task, scale=a.scale, sigma=a.sigma, quality=a.quality)
     if a.task == "car" and car_patch:
         c.data.patch_size = car_patch
-    prefix = c.model.arch if variant.startswith("swinir") else variant
-    c.name = f"{prefix}_{task_label(a.task, a.scale, a.sigma, a.quality)}_{a.norm}"
+    prefix = f"{c.model.arch if variant.startswith('swinir') else variant}_{task_label(a.task, a.scale, a.sigma, a.quality)}"
+    follow_norm(c, lambda norm: f"{prefix}_{norm}" + ("_tiny" if a.tiny else ""), stdnorm=True)
     if a.tiny:
         apply_tiny(c)
         tiny_transformer_kwargs(c.model.kwargs, c.model.arch)
-        c.name += "_tiny"
     return c

@@ -10,13 +10,15 @@ from configs import common
 def get_config(arg: str | None = None):
     a = common.parse_arg(arg, scale=2, norm="iln", tiny=False)
     c = common.base_config()
-    c.name = "default"
     c.model.arch = "swinir"
     c.model.norm = a.norm
     c.model.kwargs = common.full_model_kwargs("swinir", dict(
         img_size=32, window_size=8, embed_dim=32, depths=(4,), num_heads=(4,), mlp_ratio=2.0,
         upscale=a.scale, img_range=1.0, upsampler="pixelshuffledirect", resi_connection="1conv",
-        in_chans=3, stdnorm=a.norm == "iln"))
+        in_chans=3))
+    # runs/default for i-LN (the main job), runs/default_<norm> for the others
+    common.follow_norm(c, lambda norm: ("default" if norm == "iln" else f"default_{norm}") + ("_tiny" if a.tiny else ""),
+                       stdnorm=True)
     common.apply_task(c, "sr", scale=a.scale)
     c.data.patch_size = 32
     c.data.batch_size = 8
@@ -32,5 +34,4 @@ def get_config(arg: str | None = None):
     if a.tiny:
         common.apply_tiny(c)
         common.tiny_transformer_kwargs(c.model.kwargs, "swinir")
-        c.name += "_tiny"
     return c

@@ -18,7 +18,8 @@ def get_config(arg: str | None = None):
     a = common.parse_arg(arg, scale=2, norm="iln", tiny=False)
     a = ml_collections.ConfigDict({**a.to_dict(), "task": "sr", "sigma": 15, "quality": 10})
     c = common.backbone_config("hat-mini", a)
-    c.name = f"hat-mini_srx{a.scale}_{a.norm}_official" + ("_tiny" if a.tiny else "")
+    common.follow_norm(c, lambda norm: f"hat-mini_srx{a.scale}_{norm}_official" + ("_tiny" if a.tiny else ""),
+                       stdnorm=True)
     if not a.tiny:
         c.train.checkpoint_every = 20_000
     return c

@@ -100,8 +100,8 @@ def get_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
     c.mixing = ml_collections.ConfigDict(dict(mixup=task == "dn", mixup_beta=1.2, use_identity=True))
     set_progressive(c, HINT_PHASES[task] if a.arch == "hint" else RESTORMER_PHASES)
 
-    label = a.arch if a.exda == "none" else f"exda-{a.exda}"
-    c.name = f"{label}_{'derain' if task == 'dr' else 'dn_blind'}_{a.norm}"
+    label = f"{a.arch if a.exda == 'none' else f'exda-{a.exda}'}_{'derain' if task == 'dr' else 'dn_blind'}"
+    common.follow_norm(c, lambda norm: f"{label}_{norm}" + ("_tiny" if a.tiny else ""), stdnorm=False)
     if a.tiny:
         common.apply_tiny(c)
         c.model.kwargs.update(TINY_MODEL)
@@ -112,5 +112,4 @@ def get_config(task: str, arg: str | None) -> ml_collections.ConfigDict:
         c.progressive.batch_sizes = c.progressive.mini_batch_sizes_per_gpu
         c.data.batch_size = c.progressive.batch_sizes[0]
         c.optim.periods = (2, 4)
-        c.name += "_tiny"
     return c

@@ -4,16 +4,19 @@ command-line tools print it as is, without a traceback.
 Every class also derives from the built-in exception that code written before it caught
 (``ValueError``, ``FileNotFoundError``, ...), so those ``except`` clauses keep working.
 
-``train.py`` and ``eval.py`` run their ``main`` through :func:`run_main`: an :class:`IlnJaxError`
-becomes one line ``[train] error: <message>`` on stderr and exit status 1 (2 for usage errors);
-``ILN_JAX_TRACEBACK=1`` in the environment (or train.py's ``--verbosity=1``) re-raises it with
-its traceback instead.
+Every command (``train.py``, ``eval.py``, ``python -m iln_jax.{analysis,compare,export,pretrained,
+experiments.grid}``) runs its ``main`` through :func:`run_main` (:func:`run_cli` also exits with its
+status). Expected failures become one line ``[prog] error: <message>`` on stderr and an exit status
+(1; 2 for usage errors): the project's errors, a missing optional package (named with the
+requirements file that installs it, ``iln_jax.dependencies``) and a file-system error on a named
+path. ``ILN_JAX_TRACEBACK=1`` in the environment (or train.py's ``--verbosity=1``) re-raises them
+with their traceback instead.
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, Mapping, NoReturn
 
 TRACEBACK_ENV = "ILN_JAX_TRACEBACK"
 
@@ -58,6 +61,10 @@ class WorkdirBusyError(IlnJaxError):
     """Another run holds the work directory's lock (or took it over from this run)."""
 
 
+class MissingDependencyError(IlnJaxError, ImportError):
+    """An optional package is not installed: the message names the requirements file to install."""
+
+
 class TerminatedError(IlnJaxError):
     """A second SIGTERM, or a first one the run could not honour within its grace period."""
 
@@ -74,14 +81,34 @@ def one_line(text: str, limit: int = 400) -> str:
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
-def exit_with_error(prog: str, error: BaseException, code: int = 1) -> NoReturn:
+def exit_with_error(prog: str, error: BaseException | str, code: int = 1) -> NoReturn:
     """Print ``[prog] error: message`` to stderr and exit with ``code``."""
     print(f"[{prog}] error: {error}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
-def run_main(prog: str, main: Callable[[], int | None], *, show_traceback: bool = False) -> int | None:
-    """Call ``main()``; the project's errors and Ctrl-C become one line on stderr and an exit status."""
+def _with_hint(error: IlnJaxError, hints: Mapping[type, str]) -> str:
+    """The message, with the command's advice for this kind of error (e.g. the flag that skips bad images)."""
+    text = str(error)
+    for kind, hint in hints.items():
+        if isinstance(error, kind) and hint not in text:
+            return f"{text} ({hint})"
+    return text
+
+
+def _file_system_error(error: OSError) -> str:
+    what = error.strerror or type(error).__name__
+    where = f"{error.filename} -> {error.filename2}" if error.filename2 is not None else str(error.filename)
+    return f"{where}: {what}"
+
+
+def run_main(prog: str, main: Callable[[], Any], *, show_traceback: bool = False,
+             hints: Mapping[type, str] | None = None) -> Any:
+    """Call ``main()``; expected failures and Ctrl-C become one line on stderr and an exit status.
+
+    ``hints`` maps error classes to advice appended to their message (``{BadImageError: "--on-bad-image
+    skip leaves such images out"}``)."""
+    from iln_jax import dependencies
     show_traceback = show_traceback or traceback_requested()
     try:
         return main()
@@ -93,9 +120,25 @@ def run_main(prog: str, main: Callable[[], int | None], *, show_traceback: bool 
             # without waiting for them (the work directory's lock was released already).
             print(f"[{prog}] error: {e}", file=sys.stderr, flush=True)
             os._exit(e.exit_code)
-        exit_with_error(prog, e, e.exit_code)
+        exit_with_error(prog, _with_hint(e, hints or {}), e.exit_code)
+    except ImportError as e:
+        missing = dependencies.missing_package(e)
+        if missing is None or show_traceback:
+            raise
+        exit_with_error(prog, missing, missing.exit_code)
+    except OSError as e:  # the file system refused a named path (permissions, a full disk, ...)
+        if e.filename is None or show_traceback:
+            raise
+        exit_with_error(prog, _file_system_error(e))
     except KeyboardInterrupt:
         if show_traceback:
             raise
         print(f"[{prog}] interrupted (Ctrl-C)", file=sys.stderr, flush=True)
         sys.exit(130)
+
+
+def run_cli(prog: str, main: Callable[[Any], Any], argv=None, *, hints: Mapping[type, str] | None = None) -> NoReturn:
+    """A command's ``if __name__ == "__main__"``: :func:`run_main` on ``main(argv)``, then exit with
+    the status ``main`` returned (an int), else 0."""
+    result = run_main(prog, lambda: main(argv), hints=hints)
+    sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)

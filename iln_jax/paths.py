@@ -15,11 +15,14 @@ helpers here say what the project does instead:
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from typing import Union
 
 from etils import epath
+
+from iln_jax.errors import ConfigError, MissingDependencyError, one_line
 
 PathLike = Union[str, os.PathLike, epath.Path]
 
@@ -27,6 +30,32 @@ PathLike = Union[str, os.PathLike, epath.Path]
 def is_url(path: PathLike) -> bool:
     """``gs://b/x`` and friends (anything with a scheme), not a local path."""
     return "://" in os.fspath(path)
+
+
+# The fsspec protocol etils.epath opens each URL scheme with (when TensorFlow is not installed).
+_FSSPEC_PROTOCOL = {"gs": "gcs", "s3": "s3", "az": "az", "hf": "hf"}
+
+
+def require_url_support(path: PathLike, what: str, *, checkpoints: bool = False) -> None:
+    """Stop early, in one line naming the requirements file, when a package that ``path`` needs is
+    missing: a URL's file system (``gs://``: gcsfs), and for Orbax checkpoints on ``gs://`` also
+    google-cloud-storage. ``what`` names the path in the message (e.g. ``--workdir gs://b/run``).
+    Local paths need nothing."""
+    if not is_url(path):
+        return
+    from iln_jax import dependencies
+    scheme = os.fspath(path).split("://", 1)[0]
+    if importlib.util.find_spec("tensorflow") is None:  # else epath reads URLs with tf.io.gfile
+        import fsspec
+        try:
+            fsspec.get_filesystem_class(_FSSPEC_PROTOCOL.get(scheme, scheme))
+        except ImportError as e:
+            raise (dependencies.missing_package(e, what)
+                   or MissingDependencyError(f"{what}: {one_line(e)}")) from None
+        except ValueError:
+            raise ConfigError(f"{what}: unknown URL scheme {scheme}:// (a local path, or gs://, s3://, ...)") from None
+    if checkpoints and scheme == "gs":
+        dependencies.require("google.cloud.storage", f"{what} (Orbax checkpoints on gs://)")
 
 
 def as_path(path: PathLike) -> epath.Path:

@@ -102,7 +102,8 @@ def test_invalid_model_arguments_fail_before_tracing(kwargs, message):
 
 @pytest.mark.parametrize("content, message", [
     (b"", "the file is empty"),
-    (b"hello", r"not a torch.save file, or damaged/truncated \(\w+"),
+    (b"hello", r"not a torch.save file: it is a text file, starting 'hello'$"),
+    (b"\x80\x02garbage", r"not a torch.save file, or damaged/truncated \(\w+"),
 ])
 def test_bad_pth_files(tmp_path, content, message):
     path = tmp_path / "x.pth"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from iln_jax import convert, models, pretrained
+from iln_jax.errors import ConfigError
 from iln_jax.pretrained import DownloadError, NotDownloadableError, PretrainedError, VerificationError
 
 torch = pytest.importorskip("torch")
@@ -222,7 +223,7 @@ def test_local_records_new_models_and_eval_pretrained_on_set5(server, tiny_pth, 
     assert f'size={len(blob)}, sha256="{sha}"' in capsys.readouterr().out
     pinned = pretrained.get("tiny-swinir-x4", tmp_path)
     assert (pinned.size, pinned.sha256) == (len(blob), sha)
-    with pytest.raises(SystemExit, match="--pretrained tiny-swinir-x4 sets the model; drop --variant"):
+    with pytest.raises(ConfigError, match="--pretrained tiny-swinir-x4 sets the model; drop --variant"):
         _eval_module().main(["--pretrained", "tiny-swinir-x4", "--variant", "hat", "--cache-dir", str(tmp_path)])
 
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from iln_jax.analysis.report import analyze_model
-from iln_jax.errors import run_main
+from iln_jax.errors import run_cli
 from iln_jax.evaluation import benchmarks, cli
 
 
@@ -41,4 +41,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("analysis", main)
+    run_cli("analysis", main)

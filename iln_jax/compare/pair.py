@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.compare import official_imports
+from iln_jax.dependencies import missing_package, require
 from iln_jax.errors import IlnJaxError, one_line
 
 
@@ -36,7 +37,8 @@ def import_object(spec: str, repo: Optional[str] = None):
     if repo:
         repo = os.path.abspath(os.path.expanduser(repo))
         if not os.path.isdir(repo):
-            raise CompareError(f"--torch-repo {repo} is not a folder (give the checkout of the official repository)")
+            raise CompareError(f"--torch-repo {repo} is not a folder: clone the official repository "
+                               f"(e.g. https://github.com/JingyunLiang/SwinIR) and give its path")
         if repo not in sys.path:
             sys.path.insert(0, repo)
     if target.endswith(".py"):
@@ -51,8 +53,13 @@ def import_object(spec: str, repo: Optional[str] = None):
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise CompareError(f"could not import {target!r} (from {repo or 'sys.path'}): {one_line(e)}. Official "
-                               f"HAT/DRCT import basicsr, which needs torchvision < 0.17 (BasicSR #533)") from None
+            if missing_package(e) is not None:  # an optional package of this project: its own one-line message
+                raise
+            hint = "" if repo else "; give --torch-repo, the checkout of the official repository"
+            if "basicsr" in str(e) or "torchvision" in str(e):
+                hint += "; official HAT/DRCT import basicsr, which needs torchvision < 0.17 (BasicSR #533)"
+            raise CompareError(f"{spec}: cannot import {target!r} (from {repo or 'sys.path'}): "
+                               f"{one_line(e, 200)}{hint}") from None
     if not hasattr(module, name):
         raise CompareError(f"{target} has no {name!r}")
     return getattr(module, name)
@@ -129,10 +136,7 @@ def build_pair(*, torch_class: str, torch_repo: Optional[str], kwargs: dict, fla
                arch: Optional[str], flax_class: Optional[str], sequences: list[str], sample_shape: tuple[int, ...],
                seed: int = 0, pth: Optional[str] = None, param_key: Optional[str] = None) -> ModelPair:
     """Build the official model (seeded init or ``pth``) and convert its weights to the Flax twin."""
-    try:
-        import torch
-    except ImportError:
-        raise CompareError("the comparison needs PyTorch: pip install -r requirements-dev.txt") from None
+    torch = require("torch", "python -m iln_jax.compare")
     from iln_jax import convert
     if bool(arch) == bool(flax_class):
         raise CompareError("give exactly one of --arch (a converter: swinir, hat, hat_iln, drct, restormer, hint) "

@@ -2,7 +2,8 @@
 
     module, variables = from_torch("swinir", "001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth",
                                    upscale=2, img_size=64, window_size=8, embed_dim=180, ...)
-    state_dict = to_torch("swinir", variables, **same_kwargs)   # loads with strict=True
+    state_dict = to_torch("swinir", variables, upscale=2, img_size=64, ...)  # the same arguments
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
 
 Missing, unexpected and mis-shaped keys are collected and raised together in one
 :class:`ConversionError`; buffers are recomputed and only checked for consistency.
@@ -143,7 +144,8 @@ def from_torch(arch: str, state_dict: Any, *, param_key: Optional[str] = None, *
 
 
 def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
-    """Flax variables -> an official state_dict (buffers included) for ``load_state_dict(strict=True)``."""
+    """Flax variables -> an official state_dict (buffers included) as writable NumPy arrays; with
+    ``torch.from_numpy`` on each it loads with ``load_state_dict(strict=True)``."""
     spec = arch_spec(arch)
     module = build(arch, **kwargs)
     check_user_norm(arch, spec, module)
@@ -159,7 +161,7 @@ def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
     # np.ascontiguousarray would turn scalars (ReZero's and ExDA's alpha) into shape (1,)
     sd = {leaf.torch_key: np.array(leaf.to_torch(np.asarray(flat[path], np.float32)), order="C")
           for path, (leaf, _) in wanted.items()}
-    sd.update(spec.buffers(module))
+    sd.update({k: np.array(v) for k, v in spec.buffers(module).items()})  # writable, as torch.from_numpy wants
     return apply_renames(sd, spec.renames_to_torch)
 
 

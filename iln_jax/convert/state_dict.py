@@ -6,6 +6,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from iln_jax.dependencies import require
 from iln_jax.errors import CheckpointError, CheckpointNotFoundError, one_line
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
@@ -29,23 +30,60 @@ def _to_numpy(v: Any) -> np.ndarray:
     return np.asarray(v)
 
 
+# How a torch.save file starts: a zip archive (PyTorch >= 1.6) or a pickle (the legacy format).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL_OPCODE = 0x80
+
+
+def _not_a_checkpoint(path: str) -> Optional[str]:
+    """Why the file cannot be a torch.save file, judged from its first bytes (None: it might be one)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "the file is empty"
+    if head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTOCOL_OPCODE:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a torch.save file (it starts with bytes {head[:8].hex(' ')}, not a zip archive or a pickle)"
+    first = one_line(text, 60)
+    if first.startswith("version https://git-lfs"):
+        kind = "a Git LFS pointer, not the file it points to (git lfs pull)"
+    elif first.lower().startswith(("<!doctype html", "<html")):
+        kind = "an HTML page (a download that returned a web page instead of the file?)"
+    else:
+        kind = "a text file"
+    return f"not a torch.save file: it is {kind}, starting {first!r}"
+
+
 def read_pth(path: str) -> Any:
     """The object a ``.pth`` file holds (tensors stay torch tensors); needs PyTorch."""
     if not os.path.isfile(path):
         raise CheckpointNotFoundError(f"Checkpoint not found: {path}")
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - torch is a dev/parity dependency
-        raise ImportError(f"Reading {path} needs PyTorch: pip install torch==2.13.0") from e
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"Could not read {path} as a PyTorch checkpoint: the file is empty")
+    reason = _not_a_checkpoint(path)
+    if reason:
+        raise CheckpointError(f"Could not read {path} as a PyTorch checkpoint: {reason}")
+    torch = require("torch", f"reading {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, KeyError, EOFError, UnpicklingError ...
-        reason = one_line(str(e), 200).split(". ")[0] or type(e).__name__
-        if isinstance(e, (KeyError, EOFError)) or "zip archive" in reason:
-            reason = f"not a torch.save file, or damaged/truncated ({type(e).__name__}: {reason})"
-        raise CheckpointError(f"Could not read {path} as a PyTorch checkpoint: {reason}") from None
+        raise CheckpointError(f"Could not read {path} as a PyTorch checkpoint: {_load_failure(e)}") from None
+
+
+def _load_failure(error: Exception) -> str:
+    """torch.load's reason, in one line (its weights-only refusals put the reason on a later line)."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        found = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), None)
+        if found:
+            return (f"it holds objects other than tensors and plain containers ({one_line(found, 160)}); "
+                    f"save the state_dict alone")
+        return f"not a torch.save file, or damaged/truncated ({type(error).__name__})"
+    reason = one_line(text, 200).split(". ")[0] or type(error).__name__
+    if isinstance(error, (KeyError, EOFError, IndexError)) or "zip archive" in reason:
+        return f"not a torch.save file, or damaged/truncated ({type(error).__name__}: {reason})"
+    return reason
 
 
 def _describe(obj: Any) -> str:

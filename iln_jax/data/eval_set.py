@@ -20,11 +20,20 @@ from iln_jax.data.imresize import modcrop
 logger = logging.getLogger(__name__)
 
 
+def _check_degradable(example: sources.Example, scale: int) -> None:
+    """A target from which the input is made (SR: bicubic downscaling) must span one input pixel."""
+    h, w = example.gt.shape[:2]
+    if min(h, w) < scale:
+        raise images.BadImageError(f"{example.gt_label} is {h}x{w}, smaller than the scale x{scale}: no input "
+                                   f"can be made from it")
+
+
 def make_eval_set(config: ml_collections.ConfigDict) -> list[dict]:
     """``[{"name": str, "lq": (h, w, C), "gt": (h*s, w*s, C)}]`` as float32 in [0, 1], in file order.
 
-    Unreadable images and mis-sized pairs raise errors naming the files, or with
-    ``on_bad_image="skip"`` are left out and listed in a warning at the end.
+    Unreadable images, mis-sized pairs and targets smaller than the scale (no input can be made from
+    them) raise errors naming the files, or with ``on_bad_image="skip"`` are left out and listed in a
+    warning at the end.
     """
     config_lib.check_config(config)
     degradation = degradations.Degradation.from_config(config)
@@ -38,6 +47,8 @@ def make_eval_set(config: ml_collections.ConfigDict) -> list[dict]:
     for index in range(len(source)):
         try:
             example = source.load(index)
+            if example.lq is None:
+                _check_degradable(example, degradation.scale)
         except images.BadImageError as e:
             if config.on_bad_image != "skip":
                 raise

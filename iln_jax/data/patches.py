@@ -12,6 +12,7 @@ import grain
 import numpy as np
 
 from iln_jax.data import degradations, embedded, images, sources, transforms
+from iln_jax.errors import DataError
 
 # Index of the bad image a sample had to skip (-1: none); removed from batches by skip_report.py.
 BAD_IMAGE_KEY = "bad_image"
@@ -45,7 +46,8 @@ class PatchSampler(grain.transforms.RandomMap):
                 first_bad = candidate if first_bad < 0 else first_bad
                 continue
             return {"lq": lq, "gt": gt, BAD_IMAGE_KEY: np.int32(first_bad)}
-        raise images.BadImageError(f"none of the {len(self._source)} images is usable, e.g. {self.problem(first_bad)}")
+        # the data set, not one image, is unusable: no "skip it" advice applies (a DataError, not a BadImageError)
+        raise DataError(f"none of the {len(self._source)} images is usable, e.g. {self.problem(first_bad)}")
 
     def problem(self, index: int) -> str:
         """Why image ``index`` cannot be used (for reports), or its label if it can."""

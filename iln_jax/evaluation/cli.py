@@ -49,7 +49,7 @@ def load_model(args) -> LoadedModel:
                                           ("--param-key", args.param_key), ("--step", args.step),
                                           ("--kwargs", args.kwargs != "{}")) if value]
         if given:
-            raise SystemExit(f"--pretrained {args.pretrained} sets the model; drop {', '.join(given)}")
+            raise ConfigError(f"--pretrained {args.pretrained} sets the model; drop {', '.join(given)}")
         from iln_jax.pretrained import load_pretrained
         return load_pretrained(args.pretrained, cache_dir=args.cache_dir,
                                progress=not getattr(args, "no_progress", False))

@@ -39,7 +39,7 @@ import sys
 import threading
 from pathlib import Path
 
-from iln_jax.errors import ConfigError, run_main
+from iln_jax.errors import ConfigError, DataNotFoundError, run_cli
 from iln_jax.evaluation.evaluate import dump_json
 from iln_jax.experiments import figures, plan, tables
 
@@ -79,6 +79,21 @@ def _run_one(args, run: plan.GridRun) -> dict:
     datasets = [d for d in args.datasets.split(",") if d]
     print(f"[grid] {run.label}: {run.workdir}", flush=True)
     return execute(run, config, data_root=args.data_root, datasets=datasets, precisions=_precisions(args))
+
+
+def _check_datasets(args, config) -> None:
+    """The benchmark folders exist before the training they are evaluated after."""
+    from iln_jax.evaluation import benchmarks
+    if not args.data_root:
+        return
+    if not Path(args.data_root).is_dir():
+        raise DataNotFoundError(f"--data-root {args.data_root} is not a folder")
+    names = [d for d in args.datasets.split(",") if d]
+    if not names:
+        names = list(benchmarks.default_datasets(config.data.task))
+    for name in names:
+        if name != "embedded":
+            benchmarks.resolve_dataset(args.data_root, name)
 
 
 def _precisions(args) -> tuple[str, ...]:
@@ -204,6 +219,7 @@ def main(argv=None) -> dict:
     config = plan.run_config(args.config, norms[0], overrides)
     default_seed = int(config.seed)  # every run's seed without --seeds
     seeds = plan.parse_seeds(args.seeds, norms, default_seed)
+    _check_datasets(args, config)
     if args.only:
         run = plan.find_run(out, args.only, default_seed if args.only_seed is None else args.only_seed, default_seed)
         return _run_one(args, run) if not run.done else {}
@@ -230,4 +246,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main("grid", main)
+    from iln_jax.data import BadImageError
+    run_cli("grid", main, hints={BadImageError: "--set data.on_bad_image=skip leaves unusable images out"})

@@ -17,7 +17,7 @@ import numpy as np
 
 from iln_jax.errors import IlnJaxError
 from iln_jax.evaluation import benchmarks, tasks
-from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset
+from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset, measurable
 from iln_jax.evaluation.precision import precision_report
 from iln_jax.experiments import convergence
 from iln_jax.experiments.plan import GridRun
@@ -55,9 +55,10 @@ def has_train_mode(norm: str) -> bool:
     return any("train" in getattr(module_class(f), "__dataclass_fields__", {}) for f in (spec.branch, spec.outer))
 
 
-def eval_sets(task: str, scale: int, data_root: Optional[str], datasets: list[str], channels: int = 3):
+def eval_sets(task: str, scale: int, data_root: Optional[str], datasets: list[str], channels: int = 3,
+              on_bad_image: str = "error"):
     """``{dataset name: eval set}``: the benchmark folders under ``data_root`` (the name ``embedded``:
-    the embedded held-out photos), else the embedded photos alone."""
+    the embedded held-out photos), else the embedded photos alone; bad images as ``data.on_bad_image``."""
     if not data_root and not datasets:
         datasets = ["embedded"]
     out = {}
@@ -66,7 +67,8 @@ def eval_sets(task: str, scale: int, data_root: Optional[str], datasets: list[st
             out[name] = benchmarks.load(benchmarks.embedded_config(task, scale=scale, channels=channels))
             continue
         label, folder = benchmarks.resolve_dataset(data_root, name)
-        out[label] = benchmarks.load(benchmarks.data_config(task, folder, scale=scale, channels=channels))
+        out[label] = benchmarks.load(benchmarks.data_config(task, folder, scale=scale, channels=channels,
+                                                            on_bad_image=on_bad_image))
     return out
 
 
@@ -100,7 +102,10 @@ def execute(run: GridRun, config, *, data_root: Optional[str], datasets: list[st
     task = config.data.task
     scale = int(config.data.scale) if task == "sr" else 1
     conv = tasks.convention(task, scale)
-    sets = eval_sets(task, scale, data_root, datasets, channels=config.data.get("channels", 3))
+    sets = eval_sets(task, scale, data_root, datasets, channels=config.data.get("channels", 3),
+                     on_bad_image=config.data.on_bad_image)
+    sets = {name: measurable(images, conv, dataset=name, on_bad_image=config.data.on_bad_image)
+            for name, images in sets.items()}
     result["datasets"], result["precision"] = {}, {}
     if loaded is not None:
         module, variables = loaded.module, loaded.variables

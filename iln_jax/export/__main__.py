@@ -12,7 +12,6 @@ float32 model and the non-finite pixels (float16 overflow) are printed.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import jax
 import numpy as np
@@ -93,5 +92,5 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from iln_jax.errors import run_main
-    sys.exit(run_main("export", lambda: 0 if main() else 1))
+    from iln_jax.errors import run_cli
+    run_cli("export", main)

@@ -1,7 +1,7 @@
 """``python -m iln_jax.pretrained {list,info,download,record} ...``: the official checkpoint registry.
 
     python -m iln_jax.pretrained list                       # every name: task, scale, arch, padding, source
-    python -m iln_jax.pretrained info hat-x4                # one entry, and where its file goes
+    python -m iln_jax.pretrained info hat-x4                # one entry, and where its file goes (alias: show)
     python -m iln_jax.pretrained download swinir-classical-x2   # download, verify, convert once
     python -m iln_jax.pretrained record swinir-classical-x2     # pin size + sha256 of the cached copy
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 from iln_jax.pretrained.load import fetch, load_pretrained
 from iln_jax.pretrained.registry import converted_path, download_path, entries, get, record
@@ -44,7 +43,7 @@ def _download(args) -> None:
 
 def _record(args) -> None:
     e = get(args.name, args.cache_dir)
-    path, digest = fetch(e, cache_dir=args.cache_dir, progress=not args.quiet)
+    path, digest = fetch(e, cache_dir=args.cache_dir, progress=not args.quiet, hint_unrecorded=False)
     size = path.stat().st_size
     where = record(args.name, size=size, sha256=digest, cache=args.cache_dir)
     print(f"recorded {args.name}: size={size}, sha256={digest} in {where}")
@@ -58,10 +57,11 @@ def main(argv=None) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every registered model").set_defaults(run=_list)
-    for command, run, text in (("info", _info, "one entry and its cache paths"),
-                               ("download", _download, "download (or find), verify and convert once"),
-                               ("record", _record, "write size and sha256 of the cached file to the local records")):
-        sp = sub.add_parser(command, help=text)
+    for command, aliases, run, text in (
+            ("info", ["show"], _info, "one entry and its cache paths"),
+            ("download", [], _download, "download (or find), verify and convert once"),
+            ("record", [], _record, "write size and sha256 of the cached file to the local records")):
+        sp = sub.add_parser(command, aliases=aliases, help=text)
         sp.add_argument("name")
         sp.set_defaults(run=run)
     args = p.parse_args(argv)
@@ -69,5 +69,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from iln_jax.errors import run_main
-    sys.exit(run_main("pretrained", main))
+    from iln_jax.errors import run_cli
+    run_cli("pretrained", main)

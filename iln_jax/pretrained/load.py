@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from iln_jax.pretrained import transfer
-from iln_jax.pretrained.errors import NotDownloadableError, PretrainedError
+from iln_jax.pretrained.errors import DownloadError, NotDownloadableError, PretrainedError
 from iln_jax.pretrained.registry import Pretrained, converted_path, download_path, get
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,12 @@ def _unrecorded_hint(entry: Pretrained, digest: str) -> str:
             f"(e.g. it reproduces the paper's numbers), pin it with: python -m iln_jax.pretrained record {entry.name}")
 
 
-def fetch(name_or_entry, *, cache_dir: Optional[str | os.PathLike] = None, progress: bool = True) -> tuple[Path, str]:
-    """``(path, sha256)`` of the verified official file in the cache, downloading it when it has a direct URL."""
+def fetch(name_or_entry, *, cache_dir: Optional[str | os.PathLike] = None, progress: bool = True,
+          hint_unrecorded: bool = True) -> tuple[Path, str]:
+    """``(path, sha256)`` of the verified official file in the cache, downloading it when it has a direct URL.
+
+    A failed download says where to put a copy fetched by hand. ``hint_unrecorded``: say how to pin
+    a file whose sha256 the registry does not record yet (``record`` itself does not need telling)."""
     entry = _entry(name_or_entry, cache_dir)
     path = download_path(entry, cache_dir)
     if path.is_file():
@@ -53,8 +57,12 @@ def fetch(name_or_entry, *, cache_dir: Optional[str | os.PathLike] = None, progr
                                    f"{entry.page} and put it at {path}")
     else:
         _say(f"downloading {entry.file_name} from {entry.url}", progress)
-        digest = transfer.download(entry.url, path, size=entry.size, sha256=entry.sha256, progress=progress)
-    if entry.sha256 is None:  # said even without progress output: it is how a copy gets pinned
+        try:
+            digest = transfer.download(entry.url, path, size=entry.size, sha256=entry.sha256, progress=progress)
+        except DownloadError as e:
+            raise DownloadError(f"{e}; or download that URL by hand (page: {entry.page}) and put the file at "
+                                f"{path}") from None
+    if entry.sha256 is None and hint_unrecorded:  # said even without progress output: it is how a copy gets pinned
         print(f"[pretrained] {_unrecorded_hint(entry, digest)}", flush=True)
     return path, digest
 
