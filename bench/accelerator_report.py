@@ -108,8 +108,9 @@ def _golden_table(doc: dict) -> list[str]:
         return []
     s = doc["goldens_summary"]
     lines = ["", f"Goldens (official PyTorch outputs, gradients, Adam steps, EMA): parity setting (`highest`) "
-                 f"{s['highest']['passed']}/{s['highest']['checks']} passed ({s['highest']['skipped']} skipped), defaults "
-                 f"{s['default']['passed']}/{s['default']['checks']} passed ({s['default']['skipped']} skipped).", "",
+                 f"{s['highest']['passed']}/{s['highest']['checks']} passed ({s['highest']['skipped']} skipped), "
+                 f"defaults {s['default']['passed']}/{s['default']['checks']} passed "
+                 f"({s['default']['skipped']} skipped).", "",
              "| check | golden | precision | passed | error | note |", "|---|---|---|---|---|---|"]
     for g in goldens:
         err = g.get("relative_error", g.get("grad_relative_to_scale"))
@@ -144,5 +145,5 @@ def _step_table(steps: list[dict]) -> list[str]:
             f"{r['attention_impl']} | {_num(r.get('compile_s'), '.1f')} | {_num(r.get('ms_per_step'), '.1f')} | "
             f"{_num(r.get('patches_per_s_per_device'), '.1f')} | {_num(r.get('vs_torch'), '.2f')} | {peak_s} | "
             f"{_num(r.get('planned_gib'), '.2f')} | {_num(r.get('model_tflops_per_s_per_device'), '.3g')} | "
-            f"{_num(r.get('mfu'), '.1%')} | {r.get('note', '') or ('' if r.get('mfu') is not None else r.get('mfu_note', ''))} |")
+            f"{_num(r.get('mfu'), '.1%')} | {r.get('note') or (r['mfu_note'] if r.get('mfu') is None else '')} |")
     return lines

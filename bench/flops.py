@@ -20,7 +20,7 @@ import numpy as np
 
 
 def _dot_flops(eqn) -> int:
-    (lhs_contract, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
+    (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
     lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
     rhs_free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
     return 2 * int(np.prod(lhs, dtype=np.int64)) * int(np.prod(rhs_free, dtype=np.int64))

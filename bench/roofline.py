@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 from pathlib import Path
@@ -34,7 +33,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="swinir-m,hat", help="comma-separated: swinir-m, hat")
     p.add_argument("--norm", default="layernorm")
-    p.add_argument("--torch-ref", default=None, help="checkout(s) of the official PyTorch repositories, comma-separated")
+    p.add_argument("--torch-ref", default=None,
+                   help="checkout(s) of the official PyTorch repositories, comma-separated")
     p.add_argument("--steps", type=int, default=1, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
