@@ -50,6 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from iln_jax import host_memory  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import flops  # noqa: E402
+
 # Official model class per (arch, norm): candidate files inside the reference checkout.
 TORCH_MODELS = {
     ("swinir", "layernorm"): [("models/network_swinir.py", "SwinIR")],
@@ -120,6 +123,17 @@ def _batch(c, channels: int, seed=0):
     return {"lq": rng.random((b, p, p, ch), np.float32), "gt": rng.random((b, p * s, p * s, ch), np.float32)}
 
 
+def device_peak_bytes():
+    """JAX's peak bytes in use on its first local device since the process started (None where the
+    backend keeps no statistics, e.g. the CPU)."""
+    import jax
+    try:
+        stats = jax.local_devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    return (stats or {}).get("peak_bytes_in_use")
+
+
 def _memory(compiled) -> dict:
     m = compiled.memory_analysis()
     gib = 2.0 ** 30
@@ -173,12 +187,13 @@ def _time_jax(c, steps: int, warmup: int, *, tuning: bool) -> dict:
     batch = dp.shard_batch(host_batch)
     options = xla_options.tuned() if tuning else {}
     memory = {}
+    peak_before = device_peak_bytes()
     t0 = time.perf_counter()
     m = None
     if dp.mode == "mesh":
         fn = fn.lower(state, batch).compile(options)
         compile_s = time.perf_counter() - t0
-        memory = _memory(fn)
+        memory = dict(_memory(fn), xla_flops=flops.xla_flops(fn))
         if steps or warmup:
             state, m = fn(state, batch)
     else:  # pmap compiles on its first call
@@ -202,6 +217,9 @@ def _time_jax(c, steps: int, warmup: int, *, tuning: bool) -> dict:
 
     dt = run(steps) if steps else 0.0
     state, m = holder["state"], holder["metrics"]
+    peak = device_peak_bytes()
+    if peak is not None:  # the process's peak: this configuration's own when it rose during it
+        memory.update(device_peak_gib=peak / 2.0 ** 30, device_peak_is_this_run=peak > (peak_before or 0))
     impl = "jax" if c.train.compute_dtype == "float32" else f"jax {c.train.compute_dtype}"
     options_used = {k: c.model.kwargs[k] for k in ("scan_layers", "remat_policy", "attention_impl")
                     if k in c.model.kwargs}
@@ -288,7 +306,13 @@ def _timed_torch(fn, sync, last: dict):
     return run
 
 
-def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, parts: bool = False):
+def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, parts: bool = False,
+               autocast: str | None = None, count_flops: bool = False):
+    """Time the official PyTorch model's train step on JAX's weights and batch (None when no ``refs``
+    checkout has the class). ``autocast``: a dtype name (``"bfloat16"``) to run the forward pass under
+    ``torch.autocast``, the counterpart of ``train.compute_dtype``; ``count_flops``: also count one
+    loss + backward with ``FlopCounterMode`` (``torch_flops``). The forward outputs of both are
+    compared at full float32 precision (``iln_jax.parity.full_precision``) before timing."""
     arch, norm = c.model.arch, c.model.norm
     import torch
     from iln_jax.compare.official_imports import install_stand_ins
@@ -296,31 +320,40 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, part
     cls = next((k for k in (_torch_class(ref, arch, norm) for ref in refs) if k is not None), None)
     if cls is None:
         return None
-    from iln_jax import convert
+    from iln_jax import convert, parity
     kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
     conv_arch = CONVERT_ARCH.get((arch, norm), arch)
     sd = convert.to_torch(conv_arch, jax_result["_variables"], norm=norm, **kwargs)
     ours_only = ("padding", "norm_eps", "scan_layers", "remat_policy", "attention_impl", "dtype", "bn_axis_name")
     official = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k not in ours_only}
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     net = cls(**official).to(device)
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
     b = jax_result["_host_batch"]  # the very batch JAX's step was timed on
     x = torch.from_numpy(b["lq"]).permute(0, 3, 1, 2).contiguous().to(device)
     y = torch.from_numpy(b["gt"]).permute(0, 3, 1, 2).contiguous().to(device)
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), parity.full_precision():
         out_t = net(x).permute(0, 2, 3, 1).cpu().numpy()
-    out_j = jax_result["_forward"](b["lq"])
+        out_j = jax_result["_forward"](b["lq"])
     max_diff = float(np.abs(out_t - out_j).max())
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=c.optim.lr, betas=(c.optim.b1, c.optim.b2))
     ema = [p.detach().clone() for p in net.parameters()]
     decay = c.optim.ema_decay
+    low = getattr(torch, autocast) if autocast else None
+
+    def predict():
+        if low is None:
+            return net(x)
+        with torch.autocast(device_type=device, dtype=low):
+            return net(x).float()
 
     def loss_and_grad():
         opt.zero_grad(set_to_none=True)
-        loss = (net(x) - y).abs().mean()
+        loss = (predict() - y).abs().mean()
         loss.backward()
         return loss
 
@@ -344,15 +377,20 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, part
     run = _timed_torch(step, sync, last)
     dt = run(steps)
     loss = last["result"]
-    impl = f"torch {torch.__version__} ({device})"
+    impl = f"torch {torch.__version__} ({device})" + (f" {autocast}" if autocast else "")
     n_params = sum(p.numel() for p in net.parameters())
     out = dict(impl=impl, norm=norm, params=n_params, compile_s=first, ms_per_step=dt * 1e3, steps_per_s=1 / dt,
                patches_per_s=c.data.batch_size / dt, loss=float(loss.detach()), forward_max_abs_diff_vs_jax=max_diff,
                _run=run)
+    if device == "cuda":
+        out["device_peak_gib"] = torch.cuda.max_memory_allocated() / 2.0 ** 30
+        out["device_peak_is_this_run"] = True
+    if count_flops:
+        out["torch_flops"] = flops.torch_flops(loss_and_grad)
     if parts:
         def forward():
             with torch.no_grad():
-                return (net(x) - y).abs().mean()
+                return (predict() - y).abs().mean()
 
         out["_parts"] = []
         for part, fn in (("forward", forward), ("loss+grad", loss_and_grad)):

@@ -13,6 +13,12 @@ host_memory.configure()  # as train.py does, before JAX starts its backends
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from iln_jax import parity  # noqa: E402
+
+# Goldens compare with PyTorch's exact float32: no TF32 / bfloat16-pass matmuls when the suite runs on
+# a GPU or TPU (JAX_PLATFORMS=cuda); on the CPU this changes nothing, bit for bit.
+parity.set_parity_precision()
+
 # Tests check numerics and behaviour, not speed: XLA's optimisation passes triple compile time
 # of the many tiny model variants the suite builds, and change results only at round-off level.
 jax.config.update("jax_disable_most_optimizations", True)

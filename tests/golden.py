@@ -1,27 +1,23 @@
-"""Loading the golden tensors produced by the official PyTorch models (see tests/data)."""
-import json
-import pathlib
-
+"""Loading the golden tensors produced by the official PyTorch models (see tests/data); the
+comparisons themselves live in ``iln_jax.parity.goldens`` (the accelerator benchmark runs them too)."""
 import jax
 import numpy as np
 
-DATA = pathlib.Path(__file__).parent / "data"
+from iln_jax.parity import goldens
+
+DATA = goldens.DATA_DIR
 
 
 def load(name: str):
     """-> (state_dict, kwargs, input NHWC, output NHWC)."""
-    npz = np.load(DATA / f"{name}.npz")
-    meta = json.loads(bytes(npz["meta_json"]))
-    sd = {k[3:]: npz[k] for k in npz.files if k.startswith("sd/")}
-    return sd, meta["kwargs"], npz["input"].transpose(0, 2, 3, 1), npz["output"].transpose(0, 2, 3, 1)
+    return goldens.load(name, DATA)
 
 
 def run(module, variables, x) -> np.ndarray:
     return np.asarray(jax.jit(module.apply)(variables, x))
 
 
-def relative_error(out, ref) -> float:
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
+relative_error = goldens.relative_error
 
 
 def count_params(module, input_shape) -> int:

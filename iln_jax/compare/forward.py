@@ -14,6 +14,10 @@ name maps to a PyTorch module -- Flax ``layers_0/residual_group/blocks_1`` is Py
 forward-hook output after a layout change (NCHW -> NHWC for 4-D tensors, tokens (B, L, C) -> (B, H, W, C)).
 Reported per module: max |a - b| and that over max |torch output| ("relative"), and the same for the output.
 
+Both run at full float32 precision (``iln_jax.parity.full_precision``: no TF32 or bfloat16-pass matmuls
+on a GPU/TPU, where JAX's default would leave ~1e-3 relative differences); ``--precision default``
+compares the frameworks' defaults instead.
+
 For a model outside the converter, ``--flax-class file.py:Class`` (built with the same kwargs, plus
 ``--flax-kwargs``) and ``--sequences`` (module names that are PyTorch ``Sequential``/``ModuleList``
 containers) use the generic name/layout mapping of ``iln_jax.convert.mapping``.
@@ -21,6 +25,7 @@ containers) use the generic name/layout mapping of ``iln_jax.convert.mapping``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from typing import Optional
 
@@ -29,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax import parity
 from iln_jax.compare.pair import CompareError, build_pair, in_channels
 from iln_jax.convert.mapping import _module_key
 
@@ -177,6 +183,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--in-chans", type=int, help="input channels (default: kwargs in_chans / inp_channels, else 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("highest", "default"), default="highest",
+                   help="float32 matmuls and convolutions at full precision in both frameworks (highest, the parity "
+                        "setting) or at each framework's default (TF32 in JAX on Ampere+ GPUs)")
     p.add_argument("--out", help="write the full report as JSON here")
     return p.parse_args(argv)
 
@@ -190,7 +199,9 @@ def main(argv=None) -> dict:
                       sequences=[s for s in args.sequences.split(",") if s], sample_shape=shape, seed=args.seed,
                       pth=args.pth, param_key=args.param_key)
     x = np.random.default_rng(args.seed).uniform(size=shape).astype(np.float32)
-    report = run_comparison(pair.torch_model.eval(), pair.flax_module, pair.variables, x, pair.sequences)
+    with parity.full_precision() if args.precision == "highest" else contextlib.nullcontext():
+        report = run_comparison(pair.torch_model.eval(), pair.flax_module, pair.variables, x, pair.sequences)
+        report["precision"] = parity.precision_settings()
     print(format_report(report))
     if args.out:
         with open(args.out, "w") as f:

@@ -44,6 +44,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from iln_jax import parity
 from iln_jax.compare import divergence, official_imports
 from iln_jax.compare.forward import parse_json
 from iln_jax.compare.pair import CompareError, ModelPair, build_pair, import_object, in_channels
@@ -79,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--floor-seed", type=int, default=1, help="seed of the one-ulp perturbation's signs")
     p.add_argument("--drift-factor", type=float, default=10.0,
                    help="a group 'drifts' when its JAX-PyTorch difference exceeds this many times its floor")
+    p.add_argument("--precision", choices=("highest", "default"), default="highest",
+                   help="float32 matmuls and convolutions at full precision in both frameworks (highest, the parity "
+                        "setting of iln_jax.parity), or each framework's default (TF32 on recent GPUs)")
     p.add_argument("--out", required=True, help="output folder (report.json, report.png)")
     return p.parse_args(argv)
 
@@ -232,6 +236,8 @@ def compare_training(args) -> dict:
                       sequences=[s for s in args.sequences.split(",") if s],
                       sample_shape=(1, patch, patch, in_channels(kwargs)), seed=args.seed, pth=args.pth,
                       param_key=args.param_key)
+    if args.precision == "highest":
+        parity.set_parity_precision()  # after torch's import, so that its TF32 flags are set too
     module = pair.flax_module
     scale = _scale_of(module)
     if config.data.task == "sr":
@@ -393,6 +399,7 @@ def build_report(rec: Recorder, *, args, config, pair: ModelPair, timing: dict, 
         "pth": args.pth, "log_every": args.log_every, "floor": not args.no_floor, "floor_seed": args.floor_seed,
         "drift_factor": args.drift_factor,
     }
+    d["precision"] = parity.precision_settings()
     d["versions"] = {"jax": jax.__version__, "torch": torch.__version__, "python": platform.python_version(),
                      "device": str(jax.devices()[0].device_kind), "machine": platform.machine()}
     d["params"] = int(sum(p.numel() for p in pair.torch_model.parameters()))
