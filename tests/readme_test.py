@@ -2,8 +2,9 @@
 marked, in the README's source, with what a fresh offline machine lacks.
 
 A block is marked by the line before it: ``<!-- needs: network -->`` (downloads, an official
-checkout), ``data`` (benchmark folders), ``cluster`` (pods, SLURM) or ``time`` (hours of training;
-the marker gives the reason and the CPU-sized way). Unmarked Python blocks run in a directory
+checkout), ``data`` (benchmark folders), ``cluster`` (pods, SLURM), ``accelerator`` (a GPU or TPU
+VM) or ``time`` (hours of training, full-size benchmarks; the marker gives the reason and the
+CPU-sized way). Unmarked Python blocks run in a directory
 outside the repository, as a user's script would, importing the installed ``iln_jax`` (``pip
 install -e .``, which ``.ci/run`` does as the README says; without it the checkout is put on
 PYTHONPATH, which is what the editable install amounts to). A block whose first line is ``#
@@ -29,7 +30,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-NEEDS = ("network", "data", "cluster", "time")
+NEEDS = ("network", "data", "cluster", "accelerator", "time")
 _MARKER = re.compile(r"<!-- needs: (?P<needs>[a-z, ]+?)(?:: (?P<why>.+?))? -->")
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>\w*)\s*$")
 # Linked into the directory the shell commands run in (what a checkout has at its root; not the package).
