@@ -196,14 +196,17 @@ def _truncate_jsonl(path: epath.Path, step: int) -> None:
 
 
 class Progress:
-    """tqdm bar over steps with the measured steps/s and ETA; a no-op when disabled."""
+    """tqdm bar over steps with the measured steps/s and ETA, shown from :meth:`start` on; a
+    no-op when disabled. :meth:`write` prints a line (above the bar while it is shown)."""
 
     def __init__(self, total: int, initial: int, *, enabled: bool, desc: str = "train"):
         self._bar = None
-        if enabled:
+        self._settings = dict(total=total, initial=initial, desc=desc) if enabled else None
+
+    def start(self) -> None:
+        if self._settings is not None and self._bar is None:
             from tqdm import tqdm
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                             smoothing=0.1)
+            self._bar = tqdm(**self._settings, unit="step", dynamic_ncols=True, smoothing=0.1)
 
     def update(self, n: int = 1, postfix: Optional[dict] = None) -> None:
         if self._bar is not None:
