@@ -38,7 +38,7 @@ def _save(fig, path) -> Path:
 
 def plot_dynamics(histories: Mapping[str, dict] | dict, path, *, stats: Sequence[str] = ("sq_mean", "entropy_norm"),
                   title: str | None = None) -> Path:
-    """``histories``: one history (``feature_stats.read_diagnostics``) or ``{run label: history}``."""
+    """``histories``: one history (``diagnostics.read_diagnostics``) or ``{run label: history}``."""
     plt = _plt()
     if "steps" in histories:
         histories = {"": histories}
@@ -72,7 +72,7 @@ def plot_dynamics(histories: Mapping[str, dict] | dict, path, *, stats: Sequence
 
 def plot_depth_profiles(profiles: Mapping[str, Mapping[str, Mapping[str, float]]], path, *,
                         stats: Sequence[str] = ("sq_mean", "entropy_norm"), title: str | None = None) -> Path:
-    """``profiles``: ``{run label: {block: {stat: value}}}`` (``feature_stats.stats_table``)."""
+    """``profiles``: ``{run label: {block: {stat: value}}}`` (``diagnostics.stats_table``)."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(stats), figsize=(4.5 * len(stats), 3.2), squeeze=False)
     for ax, stat in zip(axes[0], stats):
@@ -92,7 +92,7 @@ def plot_depth_profiles(profiles: Mapping[str, Mapping[str, Mapping[str, float]]
 
 def plot_depth_over_training(histories: Mapping[str, dict], path, *,
                              stats: Sequence[str] = ("sq_mean", "entropy_norm"), title: str | None = None) -> Path:
-    """``histories``: ``{run label: history}`` (``feature_stats.read_diagnostics``)."""
+    """``histories``: ``{run label: history}`` (``diagnostics.read_diagnostics``)."""
     plt = _plt()
     cols, rows = len(histories), len(stats)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, sharey="row")

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.analysis import bias_alignment as bias_lib
-from iln_jax.analysis import feature_stats, plots, position_bias
+from iln_jax import diagnostics
+from iln_jax.analysis import plots, position_bias
 from iln_jax.inference.precision import FP16_MAX
 from iln_jax.inference.runner import input_multiple
 
@@ -38,7 +39,7 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     x = jnp.asarray(analysis_batch(images, input_multiple(module), crop))
-    per_block = feature_stats.make_stats_fn(module, level=level)(variables, x)
+    per_block = diagnostics.make_stats_fn(module, level=level)(variables, x)
     result = {"label": label, "input_shape": list(x.shape), "level": level, "blocks": per_block}
     if per_block:
         peak = max(s["max_abs"] for s in per_block.values())
@@ -59,7 +60,7 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
         result["bias_alignment"] = align
         plots.plot_bias_alignment({label: align}, out_dir / "bias_alignment.png")
     if history_path is not None and Path(history_path).is_file():
-        history = feature_stats.read_diagnostics(history_path)
+        history = diagnostics.read_diagnostics(history_path)
         plots.plot_dynamics({label: history}, out_dir / "dynamics.png", stats=("sq_mean", "entropy_norm"))
         result["dynamics_png"] = str(out_dir / "dynamics.png")
     from iln_jax.evaluation.evaluate import dump_json

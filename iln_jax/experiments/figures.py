@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from iln_jax.analysis import plots
-from iln_jax.analysis.feature_stats import DiagnosticsLog, read_diagnostics
+from iln_jax.diagnostics import DiagnosticsLog, read_diagnostics
 
 STATS = ("sq_mean", "entropy_norm", "max_abs")
 

@@ -22,11 +22,13 @@ import functools
 import io
 import json
 import math
+import tempfile
 import time
 from typing import Callable, Optional
 
 import numpy as np
 from etils import epath
+from tqdm import tqdm
 
 from iln_jax import paths
 from iln_jax.errors import StorageError
@@ -64,6 +66,7 @@ class EventFile:
     """
 
     def __init__(self, logdir: epath.Path, *, purge_step: Optional[int] = None):
+        # Imported here: tensorboardX pulls in PyTorch when it is installed, and only process 0 writes.
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
@@ -74,7 +77,6 @@ class EventFile:
         self._staging = None
         local = logdir
         if paths.is_url(logdir):
-            import tempfile
             self._staging = tempfile.TemporaryDirectory(prefix="iln_jax_tb_")
             local = epath.Path(self._staging.name)
         self._writer = EventsWriter(str(local / "events"))
@@ -205,7 +207,6 @@ class Progress:
 
     def start(self) -> None:
         if self._settings is not None and self._bar is None:
-            from tqdm import tqdm
             self._bar = tqdm(**self._settings, unit="step", dynamic_ncols=True, smoothing=0.1)
 
     def update(self, n: int = 1, postfix: Optional[dict] = None) -> None:

@@ -88,11 +88,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: paths.PathLik
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StorageError(f"cannot create the work directory {workdir}: {e.strerror or e}") from None
-    _, cache_note = compile_cache.enable(config.train.get("compilation_cache_dir", "auto"), workdir)
+    _, cache_note = compile_cache.enable(config.train.compilation_cache_dir, workdir)
     if jax.process_index() == 0:
         print(f"[iln_jax] {cache_note}", flush=True)
     quiet_orbax_errors()  # failures are reported once, as this project's errors
-    grace = config.train.get("sigterm_grace_seconds", 60.0)
+    grace = config.train.sigterm_grace_seconds
     with WorkdirLock(workdir) as lock, PreemptionGuard(grace_seconds=grace, on_abandon=lock.release) as guard, \
             storage.stop_on_refused_writes(workdir):
         return _train(Run.build(config, workdir, model), lock, guard, on_step)

@@ -18,7 +18,7 @@ def summarize(run: Run, *, params: int, start_step: int, final_step: int, status
     s = {"name": c.name, "workdir": str(run.workdir), "params": params, "start_step": start_step,
          "num_devices": run.parallel.num_devices, "num_processes": jax.process_count(),
          "compile_seconds": compile_seconds}
-    if c.train.get("init_from") and start_step == 0:
+    if c.train.init_from and start_step == 0:
         s["init_from"] = c.train.init_from
     if "baseline" in reports:
         s["baseline"] = reports["baseline"]

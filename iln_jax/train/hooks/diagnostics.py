@@ -5,7 +5,7 @@ from typing import Callable, Optional
 
 import jax
 
-from iln_jax import analysis
+from iln_jax import diagnostics
 from iln_jax.train.hooks.base import Hook, Step
 from iln_jax.train.state import TrainState, local_replica
 
@@ -20,7 +20,7 @@ class Diagnostics(Hook):
 
     aside = True
 
-    def __init__(self, diagnose: Callable, log: analysis.DiagnosticsLog, *, every: int, on_mesh: bool, images: int):
+    def __init__(self, diagnose: Callable, log: diagnostics.DiagnosticsLog, *, every: int, on_mesh: bool, images: int):
         self.diagnose, self.log = diagnose, log
         self.every, self.on_mesh, self.images = every, on_mesh, images
 
@@ -32,8 +32,8 @@ class Diagnostics(Hook):
         is_main = jax.process_index() == 0
         if every <= 0 or not (is_main or mode == "mesh"):
             return None
-        return cls(analysis.make_diagnostics_fn(model, max_images=images),
-                   analysis.DiagnosticsLog(workdir, resume_step=start, enabled=is_main),
+        return cls(diagnostics.make_diagnostics_fn(model, max_images=images),
+                   diagnostics.DiagnosticsLog(workdir, resume_step=start, enabled=is_main),
                    every=every, on_mesh=mode == "mesh", images=images)
 
     def __call__(self, step: Step) -> None:
