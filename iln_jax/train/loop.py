@@ -5,9 +5,9 @@ Layout of ``workdir``::
     config.json        the run's config (also saved inside every checkpoint)
     checkpoints/<step> Orbax: train state + data iterator state + config
     tb/, metrics_*.csv, metrics.jsonl      logs (iln_jax/train/logging.py)
-    diagnostics.jsonl  per-block feature statistics every ``train.diagnostics_every`` steps
+    diagnostics.jsonl  per-block feature statistics every ``train.diagnostics_every`` steps and at the last
     images/            restored validation images (PNG) per validation step, and references
-    summary.json       final numbers (written at the end)
+    summary.json       final numbers (written at the end; ``status`` completed or preempted)
 
     LOCK               held by the running run (``workdir_lock.py``): one run per directory
     config_changes.jsonl  the config changes of each resume (``resume.py``)
@@ -127,6 +127,7 @@ def _train(run: Run, lock: WorkdirLock, guard: PreemptionGuard, on_step: Optiona
         summary = summarize(run, params=params, start_step=start.step, final_step=step, status=status,
                             compile_seconds=step_fn.seconds, wall_seconds=time.time() - t_start,
                             train_seconds=clock.total, reports=reports)
+        progress.close()  # the summary goes below the bar, not into its line
         if run.is_main:
             _write_text(run.workdir / "summary.json", summary_json(summary))
             print(format_summary(summary, c), flush=True)

@@ -7,6 +7,7 @@ from typing import Optional
 import jax
 
 from iln_jax.data.config import effective_scale
+from iln_jax.train.hooks.preemption import PREEMPTED
 from iln_jax.train.run import Run
 
 
@@ -35,9 +36,12 @@ def summary_json(summary: dict) -> str:
 
 
 def format_summary(s: dict, config) -> str:
-    """The lines printed at the end of a run."""
+    """The lines printed at the end of a run: how it ended, its speed and loss, where its
+    diagnostics are, and its validation scores against the baseline (when it has any)."""
     lines = [f"== {s['name']}: {s['status']} at step {s['final_step']} "
              f"(started at {s['start_step']}), {s['wall_seconds']:.0f} s wall =="]
+    if s["status"] == PREEMPTED:
+        lines.append(f"not finished (SIGTERM): re-run the same command to continue from step {s['final_step']}")
     speed = []
     if s.get("compile_seconds"):
         speed.append(f"step compile {s['compile_seconds']:.1f} s")
@@ -52,13 +56,13 @@ def format_summary(s: dict, config) -> str:
     if s.get("diagnostics"):
         lines.append(f"per-block diagnostics in {s['diagnostics']}; plots: python -m iln_jax.analysis "
                      f"--workdir {s['workdir']} --out <dir>")
-    if "baseline" in s:
+    if s.get("validation") and "baseline" in s:
         what = "Y" if config.eval.test_y_channel else "RGB"
         base_name = "bicubic" if effective_scale(config.data) > 1 else "input"
         lines.append(f"validation ({what}, crop_border {config.eval.crop_border}):")
         lines.append(f"  {'method':<14}{'PSNR (dB)':>10}{'SSIM':>9}")
         lines.append(f"  {base_name:<14}{s['baseline']['psnr']:>10.3f}{s['baseline']['ssim']:>9.4f}")
-        for tag, v in s.get("validation", {}).items():
+        for tag, v in s["validation"].items():
             gain = v["psnr"] - s["baseline"]["psnr"]
             lines.append(f"  {'model (' + tag + ')':<14}{v['psnr']:>10.3f}{v['ssim']:>9.4f}   ({gain:+.3f} dB)")
     return "\n".join(lines)

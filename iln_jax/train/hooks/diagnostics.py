@@ -11,7 +11,8 @@ from iln_jax.train.state import TrainState, local_replica
 
 
 class Diagnostics(Hook):
-    """Every ``train.diagnostics_every`` steps, the statistics of the raw weights on the first
+    """Every ``train.diagnostics_every`` steps and at the run's final step (so that a run shorter
+    than the interval has them too), the statistics of the raw weights on the first
     ``train.diagnostics_images`` inputs of the global batch: one small forward pass.
 
     ``mesh``: every process computes them on the mesh, on the batch already on the devices;
@@ -37,7 +38,7 @@ class Diagnostics(Hook):
                    every=every, on_mesh=mode == "mesh", images=images)
 
     def __call__(self, step: Step) -> None:
-        if step.number % self.every:
+        if not step.due(self.every):
             return
         if self.on_mesh:
             values = self.diagnose(step.state.variables("raw"), step.batch["lq"])
@@ -47,4 +48,5 @@ class Diagnostics(Hook):
         self.log.write(step.number, values)
 
     def finish(self, state: TrainState, step: int, status: Optional[str]) -> dict:
-        return {"diagnostics": str(self.log.path)}
+        # A run stopped before its first diagnostics step has none: the summary names no file.
+        return {"diagnostics": str(self.log.path)} if self.log.path.exists() else {}
