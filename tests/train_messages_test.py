@@ -1,7 +1,7 @@
 """What a user reads at the end of a run, as they meet it: every file a message names exists, a
 preempted run says so (no empty validation table) and exits 143, a log file holds whole lines;
-and the loop's pieces that decide it (``train_steps``, the hooks' summary entries, the progress
-lines, the non-finite message), called directly."""
+and the pieces that decide it (``train_steps``, the summary lines, the progress lines, the
+non-finite message), called directly."""
 import io
 import json
 import pathlib
@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from iln_jax.train.checkpoint import Checkpointer
-from iln_jax.train.hooks import Hook, Hooks, NonFiniteCheck, NonFiniteLossError
 from iln_jax.train.clock import TrainClock
+from iln_jax.train.hooks import Hook, Hooks, NonFiniteCheck, NonFiniteLossError
 from iln_jax.train.logging import Progress
 from iln_jax.train.loop import train_steps
 from iln_jax.train.summary import format_summary

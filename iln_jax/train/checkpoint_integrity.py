@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Iterable, Optional
 
 import tensorstore as ts
 from etils import epath
-from typing import Iterable, Optional
 
 STATE, DATA, CONFIG = "state", "data", "config"
 CONFIG_FILE = "metadata"  # Orbax's JsonCheckpointHandler file name

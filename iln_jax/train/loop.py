@@ -103,7 +103,7 @@ def _train(run: Run, lock: WorkdirLock, guard: PreemptionGuard, on_step: Optiona
     t_start = time.time()
     c = run.config
     with _Closers() as closers:
-        closers.add(run.checkpointer.close)
+        closers.add(run.checkpointer)
         try:
             start = startup.initial_state(run)
             progress = closers.add(Progress(c.train.num_steps, start.step,
@@ -207,15 +207,15 @@ def _note_on_ctrl_c(say: Callable[[str], None], batches: PhaseBatches, checkpoin
 
 
 class _Closers:
-    """``close`` functions run when the block ends, newest first, each even if another fails;
+    """What was opened, closed when the block ends: newest first, each even if another fails;
     the first failure is raised unless the block already ends with an error (it must not hide it)."""
 
     def __init__(self):
         self._closers: list[Callable[[], None]] = []
 
     def add(self, closable):
-        """Register ``closable.close`` (or ``closable`` itself, a function); returns ``closable``."""
-        self._closers.append(getattr(closable, "close", closable))
+        """Close ``closable`` at the end; returns it."""
+        self._closers.append(closable.close)
         return closable
 
     def __enter__(self) -> "_Closers":

@@ -52,10 +52,9 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from etils import epath
-
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
 from iln_jax import paths
