@@ -14,7 +14,9 @@ a new run (new --workdir) from another run's weights.
 Errors in the config, the data or the work directory are one line on stderr (exit status 1, or
 2 for a config error); ``--verbosity=1`` or ``ILN_JAX_TRACEBACK=1`` shows the traceback. Keys
 that do not exist in the config are errors. A ``gs://`` path without ``requirements-cloud.txt``
-installed is refused before anything starts.
+installed is refused before anything starts. A run stopped by SIGTERM exits with status 143 (as a
+process killed by it), also when it saved its step first, so that a scheduler does not count a
+preempted run as finished; re-running the same command continues it.
 
 Multi-host (one process per host): pass ``--coordinator_address=host0:1234 --num_processes=N
 --process_id=i`` (or set ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``);
@@ -31,7 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from iln_jax import host_memory, paths
-from iln_jax.errors import ConfigError, exit_with_error, run_main, traceback_requested
+from iln_jax.errors import ConfigError, TerminatedError, exit_with_error, run_main, traceback_requested
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # so that config files can ``from configs import common``
@@ -194,7 +196,9 @@ def main(argv):
     if jax.process_index() == 0:
         print(describe_run(config, workdir), flush=True)
     summary = train_and_evaluate(config, workdir)
-    return 0 if summary["status"] in ("completed", "preempted") else 1
+    if summary["status"] == "preempted":
+        return TerminatedError.exit_code  # 128 + SIGTERM: not finished, re-run to continue
+    return 0 if summary["status"] == "completed" else 1
 
 
 def _main(argv):

@@ -155,7 +155,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.fast_compile = False        # CPU: compile the step with XLA backend optimizations off
     c.train.compute_dtype = "float32"   # float32 | bfloat16 (mixed precision; float32 params/optimizer)
     # The paper's diagnostics (per-block E[x^2], channel entropy, max |x|) of the raw weights on the
-    # first ``diagnostics_images`` training inputs, into <workdir>/diagnostics.jsonl; 0 = off.
+    # first ``diagnostics_images`` training inputs, every ``diagnostics_every`` steps and at the last
+    # step, into <workdir>/diagnostics.jsonl; 0 = off.
     c.train.diagnostics_every = 1_000
     c.train.diagnostics_images = 4
     # A new run (new --workdir) that starts from another run's weights: "<workdir or its

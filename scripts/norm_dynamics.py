@@ -53,7 +53,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from iln_jax import data as data_lib  # noqa: E402
-from iln_jax.analysis import feature_stats, plots  # noqa: E402
+from iln_jax import diagnostics  # noqa: E402
+from iln_jax.analysis import plots  # noqa: E402
 from iln_jax.analysis.report import analyze_model  # noqa: E402
 from iln_jax.evaluation import benchmarks, tasks  # noqa: E402
 from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset  # noqa: E402
@@ -105,8 +106,8 @@ def train(norm: str, args, out: Path) -> dict:
     one_device = DataParallel("mesh", devices=jax.devices()[:1])
     init_state, step_fn = make_step(c, model, one_device)
     state = init_state()
-    diag_fn = feature_stats.make_diagnostics_fn(model, max_images=4)
-    log = feature_stats.DiagnosticsLog(out)
+    diag_fn = diagnostics.make_diagnostics_fn(model, max_images=4)
+    log = diagnostics.DiagnosticsLog(out)
     data = iter(data_lib.make_train_dataset(c.data, seed=c.seed))
     losses, t0 = [], time.perf_counter()
     diag_times, step_times = [], []  # steady state (first calls, which compile, excluded)
@@ -170,7 +171,7 @@ def main(argv=None):
     for norm in norms:
         run = train(norm, args, out / norm)
         m = measure(norm, run, eval_set, conv, args, out / norm)
-        histories[norm] = feature_stats.read_diagnostics(out / norm / "diagnostics.jsonl")
+        histories[norm] = diagnostics.read_diagnostics(out / norm / "diagnostics.jsonl")
         profiles[norm] = m["analysis"]["blocks"]
         if "per_channel" in m["analysis"].get("bias_alignment", {}):
             alignments[norm] = m["analysis"]["bias_alignment"]

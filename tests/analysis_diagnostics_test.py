@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from iln_jax import models
-from iln_jax.analysis import bias_alignment, feature_stats, plots, position_bias
+from iln_jax import diagnostics
+from iln_jax.analysis import bias_alignment, plots, position_bias
 from iln_jax.analysis.report import analyze_model
 
 BLOCKS = ["layers_0/residual_group/blocks_0", "layers_0/residual_group/blocks_1",
@@ -29,43 +30,43 @@ def tiny():
 def test_statistics_known_answers():
     x = np.zeros((2, 3, 3, 4), np.float32)
     x[..., 1] = 2.0  # all energy in one channel
-    s = {k: float(v) for k, v in feature_stats.feature_stats(x).items()}
+    s = {k: float(v) for k, v in diagnostics.feature_stats(x).items()}
     assert s["entropy"] == pytest.approx(0.0, abs=1e-6) and s["sq_mean"] == pytest.approx(1.0)
     assert s["mean_sq"] == pytest.approx(0.25) and s["max_abs"] == 2.0
     y = np.random.default_rng(0).choice([-3.0, 3.0], size=(2, 5, 5, 8)).astype(np.float32)
-    s = {k: float(v) for k, v in feature_stats.feature_stats(y).items()}
+    s = {k: float(v) for k, v in diagnostics.feature_stats(y).items()}
     assert s["entropy"] == pytest.approx(math.log(8), abs=1e-6) and s["entropy_norm"] == pytest.approx(1.0)
     assert s["sq_mean"] == pytest.approx(9.0)
     energy = np.array([1.0, 3.0])
     p = energy / 4
-    assert float(feature_stats.channel_entropy(jnp.asarray(energy))) == pytest.approx(-(p * np.log(p)).sum())
+    assert float(diagnostics.channel_entropy(jnp.asarray(energy))) == pytest.approx(-(p * np.log(p)).sum())
 
 
 @pytest.mark.parametrize("norm", ["layernorm", "iln"])
 def test_block_stats_for_layernorm_and_iln(tiny, norm):
     module, variables, x = tiny
     module = module.clone(norm=norm)
-    stats = feature_stats.make_stats_fn(module, level="all")(variables, x)
+    stats = diagnostics.make_stats_fn(module, level="all")(variables, x)
     assert list(stats) == BLOCKS[:2] + ["layers_0"] + BLOCKS[2:] + ["layers_1"]  # forward order
     for s in stats.values():
         assert all(np.isfinite(v) for v in s.values())
         assert 0 <= s["entropy"] <= math.log(8) + 1e-5 and 0 <= s["entropy_norm"] <= 1 + 1e-6
         assert s["sq_mean"] >= s["mean_sq"] and s["max_abs"] ** 2 >= s["sq_mean"]
-    groups = jax.jit(lambda v, x: feature_stats.capture_features(module, v, x, level="groups"))(variables, x)
+    groups = jax.jit(lambda v, x: diagnostics.capture_features(module, v, x, level="groups"))(variables, x)
     assert list(groups) == ["layers_0", "layers_1"] and groups["layers_0"].shape == (2, 16, 16, 8)
 
 
 def test_training_hook_and_log(tiny, tmp_path):
     module, variables, x = tiny
-    diag = feature_stats.make_diagnostics_fn(module, max_images=1)
+    diag = diagnostics.make_diagnostics_fn(module, max_images=1)
     out = diag(variables, x)
-    assert set(out) == {f"{b}/{s}" for b in BLOCKS for s in feature_stats.DEFAULT_LOG_STATS}
+    assert set(out) == {f"{b}/{s}" for b in BLOCKS for s in diagnostics.DEFAULT_LOG_STATS}
     assert all(v.shape == () for v in out.values())
-    log = feature_stats.DiagnosticsLog(tmp_path)
+    log = diagnostics.DiagnosticsLog(tmp_path)
     for step in (10, 20, 30):
         log.write(step, out)
-    feature_stats.DiagnosticsLog(tmp_path, resume_step=20)  # a resumed run drops step 30
-    history = feature_stats.read_diagnostics(tmp_path / "diagnostics.jsonl")
+    diagnostics.DiagnosticsLog(tmp_path, resume_step=20)  # a resumed run drops step 30
+    history = diagnostics.read_diagnostics(tmp_path / "diagnostics.jsonl")
     assert history["steps"].tolist() == [10, 20] and history["blocks"] == BLOCKS
     assert history["sq_mean"].shape == (2, 4) and np.all(np.isfinite(history["entropy_norm"]))
     png = plots.plot_dynamics({"LN": history, "i-LN": history}, tmp_path / "dyn.png")
@@ -114,11 +115,11 @@ def test_why_a_run_has_no_diagnostics(tmp_path):
         if log:
             (workdir / "diagnostics.jsonl").write_text(log)
         return workdir
-    assert feature_stats.missing_reason(run(2, 4, '{"step": 2}\n')) is None
-    assert "train.diagnostics_every=0 (off)" in feature_stats.missing_reason(run(0, 4))
+    assert diagnostics.missing_reason(run(2, 4, '{"step": 2}\n')) is None
+    assert "train.diagnostics_every=0 (off)" in diagnostics.missing_reason(run(0, 4))
     assert "ended at step 200, before its first diagnostics step (train.diagnostics_every=1000)" in (
-        feature_stats.missing_reason(run(1000, 200)))
-    assert "no " in feature_stats.missing_reason(tmp_path)
+        diagnostics.missing_reason(run(1000, 200)))
+    assert "no " in diagnostics.missing_reason(tmp_path)
 
 
 @pytest.fixture
@@ -197,7 +198,7 @@ def test_diagnostics_hook_takes_the_trainers_sharded_batch_and_replicated_state(
     lq = np.concatenate([np.asarray(x)] * (dp.num_devices // 2))
     batch = dp.shard_batch({"lq": lq})
     replicated = jax.device_put(variables, dp.replicated)
-    diag = feature_stats.make_diagnostics_fn(module, max_images=2)
+    diag = diagnostics.make_diagnostics_fn(module, max_images=2)
     sharded, single = diag(replicated, batch["lq"]), diag(variables, x)
     assert list(sharded) == list(single)
     for k in single:

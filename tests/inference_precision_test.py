@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from iln_jax import models
-from iln_jax.analysis import feature_stats
+from iln_jax import diagnostics
 from iln_jax.evaluation import tasks
 from iln_jax.evaluation.precision import format_report, precision_report
 from iln_jax.inference import precision
@@ -49,7 +49,7 @@ def test_features_stay_in_the_low_precision_dtype(tiny, name, norm):
     module, variables = precision.for_precision(module.clone(norm=norm), variables, name)
     dtype = precision.FLOAT_DTYPES[name]
     x = jnp.full((1, 8, 8, 3), 0.5)
-    feats, out = jax.jit(lambda v, x: (feature_stats.capture_features(module, v, x, level="all"),
+    feats, out = jax.jit(lambda v, x: (diagnostics.capture_features(module, v, x, level="all"),
                                        module.apply(v, x)))(variables, x)
     assert feats and all(f.dtype == dtype for f in feats.values()), {k: f.dtype for k, f in feats.items()}
     assert out.dtype == dtype

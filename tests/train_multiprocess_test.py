@@ -2,8 +2,8 @@
 together, each reading its own half of every global batch, and checkpoint cooperatively: the whole
 loop of a pod, on a ``gs://`` work directory (tests/cloud_fake.py).
 
-1. ``mesh`` mode on ``gs://bucket/multi/0``, 12 steps, validation and diagnostics every 5 steps (on
-   the mesh, both processes), batches prefetched to the devices, metrics fetched every 2 steps.
+1. ``mesh`` mode on ``gs://bucket/multi/0``, 12 steps, validation and diagnostics every 5 steps and
+   at the last (on the mesh, both processes), batches prefetched to the devices, metrics fetched every 2 steps.
    Process 1 alone gets SIGTERM after step 3; the processes agree (coordination service, every 10
    steps) and both checkpoint step 10 and stop.
 2. Both processes restart: the mesh run resumes from step 10 to 12, then a ``pmap`` run of 4 steps.
@@ -84,5 +84,5 @@ def test_two_processes_match_one(tmp_path, monkeypatch):
     assert sorted(p.name for p in (run / "images").iterdir()) == ["reference", "step_0000005", "step_0000010",
                                                                   "step_0000012"]
     diag_steps = [json.loads(line)["step"] for line in (run / "diagnostics.jsonl").read_text().splitlines()]
-    assert diag_steps == [5, 10]
+    assert diag_steps == [5, 10, 12]  # every 5 steps and at the last
     assert not (run / "LOCK").exists()

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iln_jax.analysis.feature_stats import capture_features, forward_order
+from iln_jax.diagnostics import capture_features, forward_order
 
 # Leaf modules whose output is added to the residual stream of the SR shell's body.
 RESIDUAL_WRITERS = ("conv_first", "proj", "fc2", "conv", "conv_4")

@@ -91,7 +91,7 @@ def _stat_axes(ax, stat: str, *, top_label: str, xlabel: str | None, ylabel: boo
 
 def plot_dynamics(histories: Mapping[str, dict] | dict, path, *, stats: Sequence[str] = ("sq_mean", "entropy_norm"),
                   title: str | None = None) -> Path:
-    """``histories``: one history (``feature_stats.read_diagnostics``) or ``{run label: history}``;
+    """``histories``: one history (``diagnostics.read_diagnostics``) or ``{run label: history}``;
     one column per run, one row per statistic, colour = block depth (one colour bar)."""
     plt = _plt()
     if "steps" in histories:
@@ -118,7 +118,7 @@ def plot_dynamics(histories: Mapping[str, dict] | dict, path, *, stats: Sequence
 
 def plot_depth_profiles(profiles: Mapping[str, Mapping[str, Mapping[str, float]]], path, *,
                         stats: Sequence[str] = ("sq_mean", "entropy_norm"), title: str | None = None) -> Path:
-    """``profiles``: ``{run label: {block: {stat: value}}}`` (``feature_stats.stats_table``); one
+    """``profiles``: ``{run label: {block: {stat: value}}}`` (``diagnostics.stats_table``); one
     panel per statistic, one line per run, one legend."""
     fig, axes = _figure(1, len(stats), 4.0, 3.2)
     markers = "osD^v<>ph*"
@@ -138,7 +138,7 @@ def plot_depth_profiles(profiles: Mapping[str, Mapping[str, Mapping[str, float]]
 
 def plot_depth_over_training(histories: Mapping[str, dict], path, *,
                              stats: Sequence[str] = ("sq_mean", "entropy_norm"), title: str | None = None) -> Path:
-    """``histories``: ``{run label: history}`` (``feature_stats.read_diagnostics``); one column per
+    """``histories``: ``{run label: history}`` (``diagnostics.read_diagnostics``); one column per
     run, one line per recorded step, colour = step (one colour bar)."""
     plt = _plt()
     steps_all = np.concatenate([np.asarray(h["steps"]) for h in histories.values()])

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.analysis import bias_alignment as bias_lib
-from iln_jax.analysis import feature_stats, plots, position_bias
+from iln_jax import diagnostics
+from iln_jax.analysis import plots, position_bias
 from iln_jax.inference.precision import FP16_MAX
 from iln_jax.inference.runner import input_multiple
 
@@ -49,7 +50,7 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
         (out_dir / name).unlink(missing_ok=True)
     not_written: dict[str, str] = {}
     x = jnp.asarray(analysis_batch(images, input_multiple(module), crop))
-    per_block = feature_stats.make_stats_fn(module, level=level)(variables, x)
+    per_block = diagnostics.make_stats_fn(module, level=level)(variables, x)
     result = {"label": label, "input_shape": list(x.shape), "level": level, "blocks": per_block}
     if per_block:
         peak = max(s["max_abs"] for s in per_block.values())
@@ -79,9 +80,9 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
     elif Path(history_path).is_file() and Path(history_path).read_text().strip():
         why = None
     else:
-        why = feature_stats.missing_reason(Path(history_path).parent) or f"no diagnostics in {history_path}"
+        why = diagnostics.missing_reason(Path(history_path).parent) or f"no diagnostics in {history_path}"
     if why is None:
-        history = feature_stats.read_diagnostics(history_path)
+        history = diagnostics.read_diagnostics(history_path)
         plots.plot_dynamics({label: history}, out_dir / "dynamics.png", stats=("sq_mean", "entropy_norm", "max_abs"))
         result["dynamics_png"] = str(out_dir / "dynamics.png")
     else:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from iln_jax.analysis import plots
-from iln_jax.analysis.feature_stats import DiagnosticsLog, missing_reason, read_diagnostics
+from iln_jax.diagnostics import DiagnosticsLog, missing_reason, read_diagnostics
 
 STATS = ("sq_mean", "entropy_norm", "max_abs")
 FIGURES = ("dynamics.png", "depth_over_training.png", "depth_profile.png")

@@ -186,10 +186,9 @@ def write_reports(args, out: Path, runs: list[plan.GridRun], title: str) -> dict
 def diagnostics_note(config) -> str | None:
     """Said before training when no run will record diagnostics (so no figure can be drawn)."""
     every, steps = int(config.train.diagnostics_every), int(config.train.num_steps)
-    if 0 < every <= steps:
-        return None
-    why = "(off)" if every <= 0 else f"> train.num_steps={steps}"
-    return (f"[grid] note: train.diagnostics_every={every} {why}: the runs record no diagnostics, so no figures; "
+    if every > 0:
+        return None  # recorded every ``every`` steps and at the last one
+    return (f"[grid] note: train.diagnostics_every={every} (off): the runs record no diagnostics, so no figures; "
             f"add e.g. --set train.diagnostics_every={max(1, steps // 10)} for them")
 
 

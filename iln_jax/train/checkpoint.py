@@ -25,10 +25,8 @@ a later run picks them up. With several processes, process 0 decides and tells t
 from __future__ import annotations
 
 import datetime
-import errno
 import json
 import logging
-import os
 import warnings
 from typing import Any, Optional, Sequence
 
@@ -44,30 +42,16 @@ from iln_jax.errors import CheckpointError, CheckpointNotFoundError, StorageErro
 from iln_jax.train import checkpoint_integrity as integrity
 from iln_jax.train.checkpoint_integrity import CONFIG, DATA, STATE, short_reason
 from iln_jax.train.orbax_noise import quiet_orbax_errors
-from iln_jax.train.preemption import PreemptionGuard  # noqa: F401  (kept importable from here)
+from iln_jax.train.storage import storage_reason
 
 log = logging.getLogger(__name__)
 
 ITEMS = (STATE, DATA, CONFIG)
 CORRUPT_MARK = ".corrupt-"
-# OS errors that mean "the storage refused the write"; their text is what a user needs to see.
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
 
 
 def _restorable(iterator) -> bool:
     return iterator is not None and hasattr(iterator, "get_state") and hasattr(iterator, "set_state")
-
-
-def storage_reason(error: BaseException) -> str:
-    """The reason a write failed, as short as possible ("No space left on device")."""
-    e: Optional[BaseException] = error
-    while e is not None:
-        text = str(e)
-        for code in _STORAGE_ERRNOS:
-            if os.strerror(code) in text:
-                return os.strerror(code)
-        e = e.__cause__ or e.__context__
-    return short_reason(error)
 
 
 def orbax_path(path: epath.Path) -> epath.Path:
@@ -90,6 +74,7 @@ class Checkpointer:
         self._in_flight: Optional[tuple[int, tuple[str, ...]]] = None
         self._last_saved: Optional[int] = None
         self._broken: list[tuple[int, str]] = []
+        self._closed = False
 
     # -- saving ----------------------------------------------------------------------------------
     def latest_step(self) -> Optional[int]:
@@ -158,15 +143,24 @@ class Checkpointer:
     def wait(self) -> None:
         self._finish_in_flight()
 
-    def close(self, *, wait: bool = True) -> None:
-        """Finish (and check) the last save, then close. ``wait=False``: stop without waiting
-        for a save in progress (used when the run is being terminated)."""
+    def close(self) -> None:
+        """Finish (and check) the last save, then close the manager; once only (later calls
+        and calls after :meth:`abandon` do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            if wait:
-                self._finish_in_flight()
+            self._finish_in_flight()
         finally:
-            if wait:
-                self.manager.close()
+            self.manager.close()
+
+    def abandon(self) -> None:
+        """Stop using this checkpointer without waiting for a save in progress: the run is being
+        terminated, and a save stuck in I/O must not hold the exit. The manager is left to the
+        process's exit, since closing it would wait for that save; a save that never finishes
+        is never committed, so the next run resumes from the newest complete step."""
+        self._closed = True
+        self._in_flight = None
 
     # -- resuming --------------------------------------------------------------------------------
     def newest_complete_step(self, items: Sequence[str] = ITEMS, *, read_arrays: bool = True) -> Optional[int]:

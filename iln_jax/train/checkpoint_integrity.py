@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import re
-
-from etils import epath
 from typing import Iterable, Optional
+
+import tensorstore as ts
+from etils import epath
 
 STATE, DATA, CONFIG = "state", "data", "config"
 CONFIG_FILE = "metadata"  # Orbax's JsonCheckpointHandler file name
@@ -88,8 +89,6 @@ def _state_problem(state_dir: epath.Path, read_arrays: bool) -> Optional[str]:
 
 def _unreadable_array(state_dir: epath.Path) -> Optional[str]:
     """Read every key of the state's OCDBT database; the first failure, as a phrase."""
-    import tensorstore as ts
-
     try:
         kv = ts.KvStore.open({"driver": "ocdbt", "base": kvstore_url(state_dir)}).result()
         keys = kv.list().result()

@@ -27,6 +27,7 @@ import os
 from typing import Optional
 
 import jax
+from etils import epath
 
 from iln_jax import paths
 
@@ -35,17 +36,17 @@ log = logging.getLogger(__name__)
 OFF = ("", "off", "none")
 
 
-def resolve(setting: Optional[str], workdir: paths.PathLike) -> Optional[str]:
+def resolve(setting: Optional[str], workdir: epath.Path) -> Optional[str]:
     """The directory ``setting`` means for ``workdir`` (None: off)."""
     setting = "auto" if setting is None else str(setting).strip()
     if setting.lower() in OFF:
         return None
     if setting == "auto":
-        return os.fspath(paths.as_path(workdir) / "compile_cache")
+        return os.fspath(workdir / "compile_cache")
     return setting if paths.is_url(setting) else os.path.abspath(os.path.expanduser(setting))
 
 
-def enable(setting: Optional[str], workdir: paths.PathLike) -> tuple[Optional[str], str]:
+def enable(setting: Optional[str], workdir: epath.Path) -> tuple[Optional[str], str]:
     """Turn the cache on as ``setting`` says; ``(directory in use or None, one line saying why)``."""
     global _chosen
     current = jax.config.jax_compilation_cache_dir

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import ml_collections
 
+from iln_jax.data.config import check_config
 from iln_jax.errors import ConfigError
 from iln_jax.layers.norm_registry import resolve_norm
 from iln_jax.train.optim import OPTIMIZERS, SCHEDULES
 from iln_jax.train.parallel import MODES
+from iln_jax.train.resume import parse_init_from
 from iln_jax.train.step import COMPUTE_DTYPES, PIXEL_LOSSES
 
 EVAL_WEIGHTS = ("ema", "raw", "both")
@@ -40,7 +42,6 @@ def _choice(value, valid, key):
 def validate_config(c: ml_collections.ConfigDict) -> None:
     """Fail early, before anything is compiled or written, on values the loop cannot use
     (:class:`ConfigError` naming the key)."""
-    from iln_jax.data.config import check_config
     try:
         check_config(c.data)
     except ValueError as e:
@@ -63,8 +64,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{key} must be >= 0, got {c[section][name]}")
     if not 0.0 <= c.optim.ema_decay < 1.0:
         raise ConfigError(f"optim.ema_decay must be in [0, 1), got {c.optim.ema_decay}")
-    if c.train.get("sigterm_grace_seconds", 0) < 0:
+    if c.train.sigterm_grace_seconds < 0:
         raise ConfigError(f"train.sigterm_grace_seconds must be >= 0, got {c.train.sigterm_grace_seconds}")
-    if c.train.get("init_from"):
-        from iln_jax.train.resume import parse_init_from
+    if c.train.init_from:
         parse_init_from(c.train.init_from)

@@ -22,11 +22,14 @@ import functools
 import io
 import json
 import math
+import sys
+import tempfile
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, TextIO
 
 import numpy as np
 from etils import epath
+from tqdm import tqdm
 
 from iln_jax import paths
 from iln_jax.errors import StorageError
@@ -64,6 +67,7 @@ class EventFile:
     """
 
     def __init__(self, logdir: epath.Path, *, purge_step: Optional[int] = None):
+        # Imported here: tensorboardX pulls in PyTorch when it is installed, and only process 0 writes.
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
@@ -74,7 +78,6 @@ class EventFile:
         self._staging = None
         local = logdir
         if paths.is_url(logdir):
-            import tempfile
             self._staging = tempfile.TemporaryDirectory(prefix="iln_jax_tb_")
             local = epath.Path(self._staging.name)
         self._writer = EventsWriter(str(local / "events"))
@@ -196,20 +199,42 @@ def _truncate_jsonl(path: epath.Path, step: int) -> None:
 
 
 class Progress:
-    """tqdm bar over steps with the measured steps/s and ETA; a no-op when disabled."""
+    """Progress over the steps (steps/s, ETA, the latest loss and lr), shown from :meth:`start` on.
 
-    def __init__(self, total: int, initial: int, *, enabled: bool, desc: str = "train"):
+    On a terminal, a tqdm bar on stderr. On a file or a pipe (a log), one whole line per
+    :meth:`update` in the bar's format instead: a bar redraws itself with carriage returns, which
+    in a log end up inside the lines written between two redraws. :meth:`write` prints a line to
+    stdout (above the bar). Disabled, everything but :meth:`write` does nothing.
+    """
+
+    def __init__(self, total: int, initial: int, *, enabled: bool, desc: str = "train",
+                 stream: Optional[TextIO] = None):
+        self.total, self.initial, self.desc, self.enabled = total, initial, desc, enabled
+        self._stream = stream  # default: stderr, as tqdm
         self._bar = None
-        if enabled:
-            from tqdm import tqdm
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                             smoothing=0.1)
+        self._lines: Optional[dict] = None  # line mode: {"n": steps done, "t0": start time}
+
+    def start(self) -> None:
+        if not self.enabled or self._bar is not None or self._lines is not None:
+            return
+        self._stream = self._stream or sys.stderr
+        if self._stream.isatty():
+            self._bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, file=self._stream, unit="step",
+                             dynamic_ncols=True, smoothing=0.1)
+        else:
+            self._lines = {"n": self.initial, "t0": time.monotonic()}
 
     def update(self, n: int = 1, postfix: Optional[dict] = None) -> None:
         if self._bar is not None:
             self._bar.update(n)
             if postfix:
                 self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+        elif self._lines is not None:
+            self._lines["n"] += n
+            line = tqdm.format_meter(self._lines["n"], self.total, time.monotonic() - self._lines["t0"],
+                                     prefix=self.desc, unit="step", initial=self.initial,
+                                     postfix=", ".join(f"{k}={v:.4g}" for k, v in (postfix or {}).items()) or None)
+            print(line, file=self._stream, flush=True)
 
     def write(self, msg: str) -> None:
         if self._bar is not None:
@@ -218,5 +243,7 @@ class Progress:
             print(msg, flush=True)
 
     def close(self) -> None:
+        """End the bar (a final newline); the object is done afterwards."""
         if self._bar is not None:
             self._bar.close()
+        self._bar, self._lines, self.enabled = None, None, False

@@ -29,9 +29,12 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
+from etils import epath
 
 from iln_jax import paths
 from iln_jax.errors import CheckpointError, ConfigError, ResumeConfigError
+from iln_jax.models import scan_layout
+from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_state
 
 MODEL_KEYS = ("model", "data.task", "data.scale", "data.channels", "data.noise_sigma", "data.jpeg_quality")
 # Model arguments that change how the forward pass is computed, not the weights.
@@ -90,10 +93,10 @@ def check_resume_config(saved: Optional[dict], new: dict, *, workdir: paths.Path
     return changes
 
 
-def log_config_changes(workdir: paths.PathLike, step: int, changes: list[tuple[str, Any, Any]]) -> None:
+def log_config_changes(workdir: epath.Path, step: int, changes: list[tuple[str, Any, Any]]) -> None:
     """Append the allowed changes of a resume to ``config_changes.jsonl``."""
     record = {"step": step, "time": time.time(), "changes": {k: [old, new] for k, old, new in changes}}
-    paths.append_text(paths.as_path(workdir) / CHANGES_FILE, json.dumps(record, default=str) + "\n")
+    paths.append_text(workdir / CHANGES_FILE, json.dumps(record, default=str) + "\n")
 
 
 def _path_name(entry) -> str:
@@ -144,17 +147,15 @@ def parse_init_from(spec: str) -> tuple[str, Optional[int]]:
     return spec, None
 
 
-def init_from_weights(spec: str, state, *, workdir: paths.PathLike, config: dict, model=None):
+def init_from_weights(spec: str, state, *, workdir: epath.Path, config: dict, model=None):
     """``(state with params / EMA / model state copied from the checkpoint spec, description of
     the source, the model keys in which this config differs from the source run's)``.
 
     With ``model`` given, weights saved in the other variable layout (``scan_layers``) are
     converted to this model's."""
-    from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_state
-
     path, step = parse_init_from(spec)
     source = checkpoint_directory(path)
-    if source.parent == paths.as_path(workdir):
+    if source.parent == workdir:
         raise ConfigError(f"train.init_from={spec!r} is this run's own work directory; it must name another run")
     if not source.exists():
         raise CheckpointError(f"train.init_from={spec!r}: {source} does not exist")
@@ -179,7 +180,6 @@ def init_from_weights(spec: str, state, *, workdir: paths.PathLike, config: dict
 
 def _relayout_saved(saved: dict, source_model, target_model, spec: str) -> dict:
     """The parameter-like entries of a saved state (host arrays) in ``target_model``'s layout."""
-    from iln_jax.models import scan_layout
     out = dict(saved)
     try:
         for key in ("params", "ema_params"):

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from iln_jax.models import scan_layout
+
 
 class TrainState(flax.struct.PyTreeNode):
     """``step`` counts completed updates; ``rng`` is raw key data (uint32) so Orbax stores it as-is.
@@ -82,8 +84,6 @@ def relayout_state(state: TrainState, source_model: nn.Module, target_model: nn.
     """``state`` of ``source_model`` in the variable layout of ``target_model`` (``scan_layers``
     on one side, off on the other): parameters, EMA, every parameter-shaped optimizer tree (Adam's
     moments) and the model state, stacked or unstacked (``iln_jax.models.scan_layout``). Exact."""
-    from iln_jax.models import scan_layout
-
     if scan_layout.is_scanned(source_model) == scan_layout.is_scanned(target_model):
         return state
     structure = jax.tree.structure(state.params)

@@ -101,5 +101,5 @@ def make_step(config, model: nn.Module, parallel: Optional[DataParallel] = None,
                               ema=config.optim.ema_decay > 0)
     step = functools.partial(train_step, model=parallel.model_for_training(model), tx=tx, schedule=schedule,
                              loss_cfg=config.loss, ema_decay=config.optim.ema_decay,
-                             mixup_cfg=config.get("mixing"), compute_dtype=config.train.compute_dtype)
+                             mixup_cfg=config.mixing, compute_dtype=config.train.compute_dtype)
     return init_state, parallel.compile(step)

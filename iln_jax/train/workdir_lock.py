@@ -52,10 +52,10 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from etils import epath
-
 import jax
 import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
 
 from iln_jax import paths
 from iln_jax.errors import WorkdirBusyError
@@ -281,8 +281,9 @@ class WorkdirLock:
         except FileNotFoundError:
             moved = None
         if moved != judged:  # a new holder replaced it after we read it: give it back
-            if not _create_exclusive(self.path, aside.read_text()):
-                pass  # a third run holds it now; the one we moved sees the loss at its heartbeat
+            # If a third run took LOCK meanwhile, this fails; the holder we moved then sees the
+            # loss at its next heartbeat and stops.
+            _create_exclusive(self.path, aside.read_text())
             _remove(aside)
             return False
         _remove(aside)
@@ -343,7 +344,6 @@ class WorkdirLock:
 
 def _broadcast_text(text: str) -> str:
     """Process 0's ``text`` on every process (a fixed-size byte array through a collective)."""
-    from jax.experimental import multihost_utils
     data = text.encode()[:_MESSAGE_BYTES - 4]
     buf = np.zeros(_MESSAGE_BYTES, np.uint8)
     buf[:4] = np.frombuffer(np.uint32(len(data)).tobytes(), np.uint8)

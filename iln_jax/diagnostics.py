@@ -1,4 +1,6 @@
-"""Per-block feature statistics of the i-LN paper (Fig. 1, 3, 5, 8), captured without touching model code.
+"""The i-LN paper's diagnostics: per-block feature statistics (Fig. 1, 3, 5, 8), captured without
+touching model code, and their log ``diagnostics.jsonl``. Training records them every K steps
+(``iln_jax.train.hooks.diagnostics``); ``iln_jax.analysis`` plots them and computes them offline.
 
 Every residual block's output (and, with ``level="groups"``/``"all"``, every residual group's) is
 captured with Flax's ``capture_intermediates`` -- the model is applied unchanged. For a block
@@ -35,37 +37,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import paths, xla_options
-from iln_jax.models import scan_layout
+from iln_jax.layers.channel_attention import TransformerBlock
+from iln_jax.layers.swin import SwinBlock
+from iln_jax.models import drct, hat, scan_layout, swinir
 
 LEVELS = ("blocks", "groups", "all")
 STATS = ("sq_mean", "mean_sq", "entropy", "entropy_norm", "max_abs")
 DEFAULT_LOG_STATS = ("sq_mean", "entropy", "entropy_norm", "max_abs")
-
-
-@functools.lru_cache(maxsize=None)
-def _module_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(block classes, group classes) of every backbone; imported lazily."""
-    from iln_jax.layers.channel_attention import TransformerBlock
-    from iln_jax.layers.swin import SwinBlock
-    blocks, groups = [SwinBlock, TransformerBlock], []
-    for module, block_names, group_names in (("iln_jax.models.swinir", (), ("RSTB",)),
-                                             ("iln_jax.models.hat", ("OCAB",), ("RHAG",)),
-                                             ("iln_jax.models.drct", (), ("RDG",))):
-        try:
-            mod = __import__(module, fromlist=["_"])
-        except ImportError:  # a backbone still being written
-            continue
-        blocks += [getattr(mod, n) for n in block_names if hasattr(mod, n)]
-        groups += [getattr(mod, n) for n in group_names if hasattr(mod, n)]
-    return tuple(blocks), tuple(groups)
+# The residual blocks and residual groups of every backbone (Restormer's and HINT's blocks are
+# TransformerBlocks; they have no groups).
+BLOCKS = (SwinBlock, TransformerBlock, hat.OCAB)
+GROUPS = (swinir.RSTB, hat.RHAG, drct.RDG)
 
 
 def capture_filter(level: str = "blocks") -> Callable[[Any, str], bool]:
     """A ``capture_intermediates`` predicate selecting residual blocks and/or groups."""
     if level not in LEVELS:
         raise ValueError(f"Unknown level {level!r}; valid: {', '.join(LEVELS)}")
-    blocks, groups = _module_classes()
-    wanted = {"blocks": blocks, "groups": groups, "all": blocks + groups}[level]
+    wanted = {"blocks": BLOCKS, "groups": GROUPS, "all": BLOCKS + GROUPS}[level]
 
     def select(module, method_name: str) -> bool:
         return method_name == "__call__" and isinstance(module, wanted)
