@@ -20,9 +20,7 @@ def converted():
 
 def test_matches_the_official_output(converted):
     _, _, x, ref, module, variables = converted
-    out = golden.run(module, variables, x)
-    assert out.shape == ref.shape
-    assert golden.relative_error(out, ref) < 1e-4
+    golden.assert_matches(golden.run(module, variables, x), ref)
 
 
 def test_to_torch_inverts_from_torch_exactly(converted):
@@ -32,12 +30,6 @@ def test_to_torch_inverts_from_torch_exactly(converted):
     for key, value in sd.items():
         assert back[key].dtype == value.dtype, key
         np.testing.assert_array_equal(back[key], value, err_msg=key)
-
-
-def test_odd_sizes_are_reflect_padded_and_cropped(converted):
-    _, _, x, _, module, variables = converted
-    out = golden.run(module, variables, x[:, :13, :11])
-    assert out.shape == (2, 26, 22, 3) and np.isfinite(out).all()
 
 
 def test_block_geometry_is_the_official_one():

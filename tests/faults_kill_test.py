@@ -1,10 +1,11 @@
-"""Kill -9 at random points, SIGTERM inside a checkpoint save, SIGTERM to a blocked loop: one run
-interrupted all these ways in a row ends bit-identical to an uninterrupted one.
+"""Kill -9 inside a checkpoint save and at a random moment, SIGTERM inside a save, SIGTERM to a
+blocked loop: one run interrupted all these ways in a row ends bit-identical to an uninterrupted one.
 
 The runs are subprocesses (tests/train_worker.py) on one work directory, checkpointing every other
-step (asynchronously: a save takes about as long as a step here), so the random kills land in
-saves as often as between them; each restart must reclaim the killed run's lock and resume from
-its newest complete checkpoint.
+step (asynchronously: a save takes about as long as a step here), so the random kill lands in a save
+as often as between them; each restart must reclaim the killed run's lock and resume from its newest
+complete checkpoint. Every kill lands whatever the machine's speed: one is triggered by the save of
+step 8 itself, and the random one hits a run that is held before its last step.
 """
 import random
 import signal
@@ -52,14 +53,14 @@ def test_interrupted_every_way_then_resumed_is_bit_identical(tmp_path, reference
     assert len(errors) == 1 and errors[0].startswith((INTERRUPTED, ABANDONED)), out
     assert "Traceback" not in out and not (workdir / "LOCK").exists()
 
-    # 3. SIGKILL at two seeded random moments: mid-step, mid-save, wherever.
-    rng = random.Random(12)
-    for _ in range(2):
-        code, out = finish(start_worker(SPEC, OVERRIDES, workdir, faults={"kill-after": rng.uniform(0.1, 1.2)},
-                                        **devices))
-        if code == 0:  # finished before the kill: nothing left to interrupt
-            break
+    # 3. SIGKILL once the step-8 save has started (its commit in flight), then at a seeded random moment
+    #    up to 1.2 s after a restart's first step (mid-step, mid-save, wherever); that run is held before
+    #    step 10, so no machine is fast enough to finish before the kill.
+    held = {"wait-at": f"9:{tmp_path / 'never-created'}"}
+    for faults in ({"kill-in-save": 8}, {"kill-after": random.Random(12).uniform(0.1, 1.2), **held}):
+        code, out = finish(start_worker(SPEC, OVERRIDES, workdir, faults=faults, **devices))
         assert code == -9 and "SUMMARY" not in out and _steps(out), out
+        assert "kill-in-save" not in faults or _steps(out)[-1] < 8  # killed in the save, before step 8 ended
         assert (workdir / "LOCK").exists()  # a killed run cannot release its lock; the next run reclaims it
 
     # 4. The last restart completes the run.

@@ -1,23 +1,23 @@
-"""Loading the golden tensors produced by the official PyTorch models (see tests/data); the
-comparisons themselves live in ``iln_jax.parity.goldens`` (the accelerator benchmark runs them too)."""
+"""The golden tensors produced by the official PyTorch models (tests/data), for the tests. Loading
+and the comparisons live in ``iln_jax.parity.goldens`` (the accelerator benchmark runs them too)."""
 import jax
 import numpy as np
 
 from iln_jax.parity import goldens
+from iln_jax.parity.goldens import load, load_extra, load_padding, meta, nhwc, padding_names, relative_error  # noqa: F401
 
 DATA = goldens.DATA_DIR
-
-
-def load(name: str):
-    """-> (state_dict, kwargs, input NHWC, output NHWC)."""
-    return goldens.load(name, DATA)
+FORWARD_RTOL = goldens.FORWARD_TOL
 
 
 def run(module, variables, x) -> np.ndarray:
     return np.asarray(jax.jit(module.apply)(variables, x))
 
 
-relative_error = goldens.relative_error
+def assert_matches(out, ref, what: str = "output") -> None:
+    assert out.shape == ref.shape, f"{what}: shape {out.shape}, official {ref.shape}"
+    err = relative_error(out, ref)
+    assert err < FORWARD_RTOL, f"{what}: max |port - official| / max |official| = {err:.3g} >= {FORWARD_RTOL:g}"
 
 
 def count_params(module, input_shape) -> int:

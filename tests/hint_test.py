@@ -1,5 +1,7 @@
-"""HINT: official layout and parameter count, conversion both ways, the faithful (official,
-stateful, batch-coupled) and corrected modes, and every norm in both modes."""
+"""HINT: parity with the official code (faithful mode: the first call and the next one, which carries
+the official cross-call cache) and with the corrected design written in PyTorch on the official
+modules (corrected mode), official layout and parameter count, conversion both ways, the modes'
+batch coupling and state, and every norm in both modes."""
 import functools
 
 import jax
@@ -18,6 +20,52 @@ TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(8, 8
 
 def _shapes(module, side=8):
     return jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, side, side, 3)))
+
+
+# hint_faithful: the official model; hint_corrected: scripts/golden_hint_corrected.py (the official
+# modules with the corrected HMHA; there is no official code for it). Both: scripts/make_goldens.py.
+GOLDEN = ["hint_faithful", "hint_corrected"]
+CACHE_ATOL = 1e-6  # the faithful cache floors: a value off by round-off at an integer would be 0.1 off
+
+
+@functools.lru_cache(maxsize=None)
+def _converted(name):
+    sd, kwargs, x, ref = golden.load(name)
+    module, variables = convert.from_torch("hint", sd, **kwargs)
+    return name, sd, kwargs, x, ref, variables, jax.jit(functools.partial(module.apply, return_cache=True))
+
+
+@pytest.fixture(scope="module", params=GOLDEN)
+def converted(request):
+    return _converted(request.param)
+
+
+def test_matches_the_official_output(converted):
+    _, _, kwargs, x, ref, variables, apply = converted
+    out, cache = apply(variables, x)
+    golden.assert_matches(np.asarray(out), ref)
+    assert cache.shape == ((1, 8, 8) if kwargs["faithful"] else (2, 8, 8))  # batch mean / per image
+
+
+def test_faithful_mode_returns_the_official_cache_and_reproduces_the_next_call():
+    """The official model keeps its last cache for the next call; the port takes it as ``qv_cache``."""
+    _, _, _, x, _, variables, apply = _converted("hint_faithful")
+    official_cache = golden.load_extra("hint_faithful", "cache")
+    assert np.abs(official_cache).max() > 0.05  # the floor division does not zero it everywhere
+    _, cache = apply(variables, x)
+    np.testing.assert_allclose(np.asarray(cache), official_cache, rtol=0, atol=CACHE_ATOL)
+    out2, cache2 = apply(variables, golden.load_extra("hint_faithful", "input2"), qv_cache=official_cache)
+    golden.assert_matches(np.asarray(out2), golden.load_extra("hint_faithful", "output2"), "second call")
+    np.testing.assert_allclose(np.asarray(cache2), golden.load_extra("hint_faithful", "cache2"), rtol=0,
+                               atol=CACHE_ATOL)
+
+
+def test_to_torch_inverts_from_torch_exactly(converted):
+    _, sd, kwargs, *_, variables, _ = converted
+    back = convert.to_torch("hint", variables, **kwargs)
+    assert sorted(back) == sorted(sd)
+    for key, value in sd.items():
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
 
 
 def test_official_full_config_parameter_count_and_tensors():
@@ -67,9 +115,10 @@ def test_corrected_mode_keeps_images_independent():
         module.apply(variables, a, qv_cache=cache[:1])
 
 
-def test_faithful_mode_reproduces_the_official_coupling_and_state():
-    """Official HMHA: image 0's output depends on image 1 (batch-mean ranking and cache), and a
-    call with a cache (any later official call) differs from the first call after construction."""
+def test_faithful_mode_couples_the_batch_and_depends_on_the_cache():
+    """As the official HMHA: image 0's output depends on image 1 (batch-mean ranking and cache), and a
+    call with a cache (any later official call) differs from the first call after construction (the
+    values themselves: test_faithful_mode_returns_the_official_cache_and_reproduces_the_next_call)."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 16)), jnp.float32)
     other = x.at[1].set(x[1, ::-1])
     attn = hint.HMHA(16, faithful=True)
@@ -118,11 +167,11 @@ def test_width_must_split_into_eighths():
         hint.HMHA(12).init(jax.random.key(0), x)
 
 
-# Traced and lowered only: the numerics of both modes run in the tests above (layernorm), and
-# those of every norm's block wrapper in the Restormer grid (the same TransformerBlock).
+# Traced and lowered to XLA only, not compiled: the numerics of both modes run against the goldens above
+# (layernorm), and those of every norm's block wrapper in the Restormer grid (the same TransformerBlock).
 @pytest.mark.parametrize("faithful", [False, True], ids=["corrected", "faithful"])
 @pytest.mark.parametrize("norm", NORMS)
-def test_every_norm_and_mode_initializes_applies_and_jits(norm, faithful):
+def test_every_norm_and_mode_initializes_and_lowers(norm, faithful):
     check_init_apply_jit(models.create("hint", norm=norm, faithful=faithful, **TINY), grid_input(),
                          execute=False)
 

@@ -16,9 +16,7 @@ GOLDEN = ["swinir_sr_x2_pixelshuffle", "swinir_dn_3conv"]
 def test_matches_the_official_output(name):
     sd, kwargs, x, ref = golden.load(name)
     module, variables = convert.from_torch("swinir", sd, **kwargs)
-    out = golden.run(module, variables, x)
-    assert out.shape == ref.shape
-    assert golden.relative_error(out, ref) < 1e-4
+    golden.assert_matches(golden.run(module, variables, x), ref)
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -83,21 +81,6 @@ def test_padding_modes_follow_the_official_code():
     sym = np.asarray(pad_to_multiple(x, 3, "symmetric"))
     np.testing.assert_array_equal(sym, np.pad(np.asarray(x), ((0, 0), (0, 1), (0, 3), (0, 0)), "symmetric"))
     assert pad_to_multiple(x[:, :4, :4], 4, "reflect").shape == (2, 4, 4, 1)
-
-
-def test_symmetric_padding_option_changes_only_the_border_handling():
-    sd, kwargs, x, ref = golden.load("swinir_sr_x2_pixelshuffle")
-    module, variables = convert.from_torch("swinir", sd, padding="symmetric", **kwargs)
-    out = golden.run(module, variables, x)
-    assert out.shape == ref.shape and np.isfinite(out).all()
-    assert golden.relative_error(out, ref) > 1e-4  # a full extra window changes the shifted masks
-
-
-def test_odd_sizes_with_converted_weights():
-    sd, kwargs, x, _ = golden.load("swinir_sr_x2_pixelshuffle")
-    module, variables = convert.from_torch("swinir", sd, **kwargs)
-    out = golden.run(module, variables, x[:, :13, :11])
-    assert out.shape == (2, 26, 22, 3)
 
 
 def test_bad_inputs_have_clear_errors():

@@ -74,12 +74,19 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
         if step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
+    def before_the_run(signum, frame):  # the handler the caller had: the run must give it back
+        raise AssertionError("SIGTERM reached the caller's handler during the run")
+
     config = tiny_config(SPEC, **{"train.checkpoint_every": 100})
-    summary = train_and_evaluate(config, tmp_path, on_step=preempt)
+    previous = signal.signal(signal.SIGTERM, before_the_run)
+    try:
+        summary = train_and_evaluate(config, tmp_path, on_step=preempt)
+        assert signal.getsignal(signal.SIGTERM) is before_the_run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert summary["status"] == "preempted" and summary["final_step"] == 3
     state, step = load_state(tmp_path)
     assert step == 3 and int(state["step"]) == 3
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

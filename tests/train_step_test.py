@@ -120,13 +120,30 @@ def test_mixup():
     identity = [np.array_equal(m["lq"], batch["lq"]) and np.array_equal(m["gt"], batch["gt"]) for m in mixed]
     assert 0 < sum(identity) < 16  # about half of the batches are left alone
     m = mixup(batch, jax.random.key(3), beta=1.2, use_identity=False)
-    # input and target are mixed with the same lambda and the same partner
-    for k in ("lq", "gt"):
-        assert not np.allclose(m[k], batch[k])
-    means = {k: np.asarray(batch[k]).mean(axis=(1, 2, 3)) for k in batch}
-    mixed_means = {k: np.asarray(m[k]).mean(axis=(1, 2, 3)) for k in batch}
-    np.testing.assert_allclose(mixed_means["lq"].sum(), means["lq"].sum(), rtol=1e-5)  # a convex mix of a permutation
-    np.testing.assert_allclose(mixed_means["gt"].sum(), means["gt"].sum(), rtol=1e-5)
+    lam, partner = _recover_mix(np.asarray(m["lq"]), np.asarray(batch["lq"]))
+    assert 0 < lam < 1 and sorted(partner) == list(range(6)) and (partner != np.arange(6)).any()
+    # the target is mixed with the same lambda and the same partner as the input
+    gt = np.asarray(batch["gt"])
+    np.testing.assert_allclose(np.asarray(m["gt"]), lam * gt + (1 - lam) * gt[partner], rtol=1e-5, atol=1e-6)
+
+
+def _recover_mix(mixed, x):
+    """(lam, partner) with ``mixed[i] = lam * x[i] + (1 - lam) * x[partner[i]]``: for each image, the
+    partner whose least-squares lambda leaves no residual (and lambda is the same for the batch)."""
+    lams, partner = [], []
+    for i in range(len(x)):
+        fits = []
+        for j in range(len(x)):
+            d = (x[i] - x[j]).ravel()
+            lam = 1.0 if j == i else float(d @ (mixed[i] - x[j]).ravel() / (d @ d))
+            fits.append((float(np.abs(lam * x[i] + (1 - lam) * x[j] - mixed[i]).max()), j, lam))
+        residual, j, lam = min(fits)
+        assert residual < 1e-5, f"image {i} is no mix of two images of the batch"
+        partner.append(j)
+        if j != i:
+            lams.append(lam)
+    np.testing.assert_allclose(lams, lams[0], rtol=1e-4)  # one lambda for the whole batch
+    return lams[0], np.asarray(partner)
 
 
 # The tiny HAT's channel attention squeezes 8 channels to 2 whose ReLUs are both negative at

@@ -3,8 +3,8 @@
 ``--kill-at k`` SIGKILLs this process right after step k; ``--term-at k`` sends it SIGTERM (a
 preemption notice) after step k. With ``--coordinator`` the process joins a multi-process job.
 Fault injection (tests/faults_*_test.py): ``--kill-after S`` SIGKILLs it S seconds after its first
-step, wherever it is; ``--term-in-save k`` sends SIGTERM from inside the checkpoint save of step
-k; ``--block-at k`` blocks for ever after step k (printing ``BLOCKED``), as a loop stuck in I/O;
+step, wherever it is; ``--term-in-save k`` sends SIGTERM from inside the checkpoint save of step k,
+``--kill-in-save k`` SIGKILLs it once that save has started (its asynchronous commit in flight); ``--block-at k`` blocks for ever after step k (printing ``BLOCKED``), as a loop stuck in I/O;
 ``--fill-disk-at k`` fills the work directory's file system after step k; ``--fsize-limit-at
 k:bytes`` sets RLIMIT_FSIZE after step k, so that writes growing a file past ``bytes`` fail.
 Errors of the project are printed as one line and set the exit status, as train.py does.
@@ -59,6 +59,7 @@ def main():
     p.add_argument("--term-at", type=int, default=0)
     p.add_argument("--kill-after", type=float, default=0.0)
     p.add_argument("--term-in-save", type=int, default=0)
+    p.add_argument("--kill-in-save", type=int, default=0)
     p.add_argument("--block-at", type=int, default=0)
     p.add_argument("--fill-disk-at", type=int, default=0)
     p.add_argument("--fsize-limit-at", default="")
@@ -84,14 +85,17 @@ def main():
     from iln_jax.train import train_and_evaluate
     from iln_jax.train.state import host_copy
 
-    if a.term_in_save:
+    if a.term_in_save or a.kill_in_save:
         import orbax.checkpoint as ocp
         original_save = ocp.CheckpointManager.save
 
         def save(self, step, *args, **kwargs):
             if step == a.term_in_save:
                 os.kill(os.getpid(), signal.SIGTERM)  # handled in this thread right away, mid-save
-            return original_save(self, step, *args, **kwargs)
+            saved = original_save(self, step, *args, **kwargs)
+            if step == a.kill_in_save:
+                os.kill(os.getpid(), signal.SIGKILL)  # dies while the save's asynchronous commit is in flight
+            return saved
         ocp.CheckpointManager.save = save
 
     overrides = json.loads(a.overrides)
