@@ -8,7 +8,7 @@ import flax.linen as nn
 
 from iln_jax.errors import ConfigError
 from iln_jax.layers.attention import ATTENTION_IMPLS  # noqa: F401
-from iln_jax.layers.norm_registry import NormLike, registered_norms, resolve_norm
+from iln_jax.layers.norm_registry import NormLike, registered_norms
 from iln_jax.models.checks import check_model
 from iln_jax.models.stacking import REMAT_POLICIES  # noqa: F401
 from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # noqa: F401
@@ -61,7 +61,6 @@ def create(arch: str, *, norm: NormLike = "layernorm", **kwargs) -> nn.Module:
     (``iln_jax.layers.norm_registry``).
     """
     cls = model_class(arch)
-    resolve_norm(norm)  # a bad name or import path fails here, in one line
     if "norm_layer" in kwargs:
         raise ConfigError("norm_layer is PyTorch's class argument; choose a norm with norm=... "
                           f"(a name: {', '.join(registered_norms())}; an import path 'module:attr'; a NormSpec)")
