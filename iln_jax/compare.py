@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax import convert
 from iln_jax.convert.mapping import _module_key
 
 
@@ -91,7 +92,7 @@ def _first_array(output) -> Optional[np.ndarray]:
 
 
 def _torch_first(output):
-    import torch
+    import torch  # PyTorch is a dev/parity dependency: imported on use
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)):
@@ -110,9 +111,8 @@ def _torch_first(output):
 def generic_from_torch(module, state_dict: dict, sequences, sample_shape) -> dict:
     """Flax variables for ``module`` from a PyTorch state_dict by the generic naming rule (every
     variable must be present with its shape; extra keys such as buffers are ignored)."""
-    from iln_jax.convert import template
     flat, missing, bad = {}, [], []
-    for leaf, shape in template(module, sample_shape, sequences):
+    for leaf, shape in convert.template(module, sample_shape, sequences):
         if leaf.torch_key not in state_dict:
             missing.append(leaf.torch_key)
             continue
@@ -128,7 +128,7 @@ def generic_from_torch(module, state_dict: dict, sequences, sample_shape) -> dic
 
 def run_comparison(torch_model, flax_module, variables: dict, x_nhwc: np.ndarray, sequences) -> dict:
     """Run both models on ``x_nhwc`` and compare every mapped module output and the final output."""
-    import torch
+    import torch  # PyTorch is a dev/parity dependency: imported on use
     out_f, state = flax_module.apply(variables, jnp.asarray(x_nhwc), capture_intermediates=True,
                                      mutable=["intermediates"])
     flat = flax.traverse_util.flatten_dict(state["intermediates"])
@@ -221,8 +221,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    import torch
-    from iln_jax import convert
+    import torch  # PyTorch is a dev/parity dependency: imported on use
     args = parse_args(argv)
     if bool(args.arch) == bool(args.flax_class):
         raise SystemExit("give exactly one of --arch and --flax-class")

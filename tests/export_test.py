@@ -69,7 +69,7 @@ def test_one_file_equals_the_live_model_on_every_odd_size(arch, kwargs, scale, r
 
 
 def test_symbolic_padding_equals_the_models_padding():
-    from iln_jax.layers.window import pad_to_multiple
+    from iln_jax.layers.padding import pad_to_multiple
     x = jax.random.uniform(jax.random.key(0), (1, 11, 16, 2))
     for mode in ("reflect", "symmetric"):
         np.testing.assert_array_equal(export.pad_to_multiple_symbolic(x, 8, mode), pad_to_multiple(x, 8, mode))

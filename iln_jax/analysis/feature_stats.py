@@ -34,38 +34,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from etils import epath
+
 from iln_jax import paths, xla_options
+from iln_jax.layers.channel_attention import TransformerBlock
+from iln_jax.layers.swin import SwinBlock
 from iln_jax.models import scan_layout
+from iln_jax.models.drct import RDG
+from iln_jax.models.hat import OCAB, RHAG
+from iln_jax.models.swinir import RSTB
 
 LEVELS = ("blocks", "groups", "all")
 STATS = ("sq_mean", "mean_sq", "entropy", "entropy_norm", "max_abs")
 DEFAULT_LOG_STATS = ("sq_mean", "entropy", "entropy_norm", "max_abs")
-
-
-@functools.lru_cache(maxsize=None)
-def _module_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(block classes, group classes) of every backbone; imported lazily."""
-    from iln_jax.layers.channel_attention import TransformerBlock
-    from iln_jax.layers.swin import SwinBlock
-    blocks, groups = [SwinBlock, TransformerBlock], []
-    for module, block_names, group_names in (("iln_jax.models.swinir", (), ("RSTB",)),
-                                             ("iln_jax.models.hat", ("OCAB",), ("RHAG",)),
-                                             ("iln_jax.models.drct", (), ("RDG",))):
-        try:
-            mod = __import__(module, fromlist=["_"])
-        except ImportError:  # a backbone still being written
-            continue
-        blocks += [getattr(mod, n) for n in block_names if hasattr(mod, n)]
-        groups += [getattr(mod, n) for n in group_names if hasattr(mod, n)]
-    return tuple(blocks), tuple(groups)
+# The residual blocks and residual groups of every backbone (Restormer's and HINT's blocks are
+# TransformerBlocks; they have no groups).
+BLOCKS = (SwinBlock, TransformerBlock, OCAB)
+GROUPS = (RSTB, RHAG, RDG)
 
 
 def capture_filter(level: str = "blocks") -> Callable[[Any, str], bool]:
     """A ``capture_intermediates`` predicate selecting residual blocks and/or groups."""
     if level not in LEVELS:
         raise ValueError(f"Unknown level {level!r}; valid: {', '.join(LEVELS)}")
-    blocks, groups = _module_classes()
-    wanted = {"blocks": blocks, "groups": groups, "all": blocks + groups}[level]
+    wanted = {"blocks": BLOCKS, "groups": GROUPS, "all": BLOCKS + GROUPS}[level]
 
     def select(module, method_name: str) -> bool:
         return method_name == "__call__" and isinstance(module, wanted)
@@ -224,8 +216,8 @@ class DiagnosticsLog:
 
     FILENAME = "diagnostics.jsonl"
 
-    def __init__(self, workdir: paths.PathLike, *, resume_step: int = 0, enabled: bool = True):
-        self.path = paths.as_path(workdir) / self.FILENAME
+    def __init__(self, workdir: epath.Path, *, resume_step: int = 0, enabled: bool = True):
+        self.path = workdir / self.FILENAME
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)

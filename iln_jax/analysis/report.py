@@ -19,6 +19,7 @@ from iln_jax.analysis import bias_alignment as bias_lib
 from iln_jax.analysis import feature_stats, plots, position_bias
 from iln_jax.inference.precision import FP16_MAX
 from iln_jax.inference.runner import input_multiple
+from iln_jax.paths import dump_json
 
 
 def analysis_batch(images: Sequence[np.ndarray], multiple: int, crop: int = 96) -> np.ndarray:
@@ -62,6 +63,5 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
         history = feature_stats.read_diagnostics(history_path)
         plots.plot_dynamics({label: history}, out_dir / "dynamics.png", stats=("sq_mean", "entropy_norm"))
         result["dynamics_png"] = str(out_dir / "dynamics.png")
-    from iln_jax.evaluation.evaluate import dump_json
     dump_json(result, out_dir / "analysis.json")
     return result

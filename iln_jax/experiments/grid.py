@@ -20,15 +20,20 @@ devices are split; GPU: ``CUDA_VISIBLE_DEVICES``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import jax
+
 from iln_jax.errors import ConfigError, run_main
-from iln_jax.evaluation.evaluate import dump_json
 from iln_jax.experiments import figures, plan, tables
+from iln_jax.experiments.run import execute
+from iln_jax.inference.precision import PRECISIONS
+from iln_jax.paths import dump_json
 
 
 def parse_args(argv=None):
@@ -57,7 +62,6 @@ def _recipe(args) -> dict:
 
 
 def _run_one(args, run: plan.GridRun) -> dict:
-    from iln_jax.experiments.run import execute
     config = plan.run_config(args.config, run.norm, plan.parse_overrides(args.set))
     datasets = [d for d in args.datasets.split(",") if d]
     print(f"[grid] {run.norm}: {run.workdir}", flush=True)
@@ -65,7 +69,6 @@ def _run_one(args, run: plan.GridRun) -> dict:
 
 
 def _precisions(args) -> tuple[str, ...]:
-    from iln_jax.inference.precision import PRECISIONS
     chosen = tuple(p for p in args.precisions.split(",") if p)
     bad = [p for p in chosen if p not in PRECISIONS or p == "fp32"]
     if bad:
@@ -96,7 +99,6 @@ def worker_env(platform: str, ids: list[int]) -> dict:
 
 
 def _run_side_by_side(args, pending: list[plan.GridRun], argv: list[str]) -> None:
-    import jax
     groups = device_groups(jax.device_count(), args.device_groups)
     platform = jax.devices()[0].platform
     queue, lock, failures = list(pending), threading.Lock(), []
@@ -134,7 +136,6 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 
 def write_reports(args, out: Path, runs: list[plan.GridRun], title: str) -> dict:
-    import json
     results = [json.loads(r.result_path.read_text()) for r in runs if r.done]
     md1, t1 = tables.table1(results)
     md3, t3 = tables.table3(results, _precisions(args) or None)

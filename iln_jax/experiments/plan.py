@@ -14,6 +14,7 @@ from pathlib import Path
 
 from iln_jax.errors import ConfigError
 from iln_jax.layers.norm_registry import resolve_norm
+from iln_jax.train.configs import load_config
 
 # The nine norms of the i-LN paper's Table 1 (``biasfree_layernorm`` is Restormer's LN variant).
 PAPER_NORMS = ("layernorm", "batchnorm", "instancenorm", "rmsnorm", "layerscale", "rezero", "none", "ln_star",
@@ -71,7 +72,6 @@ def parse_overrides(items: list[str]) -> dict:
 def run_config(config_spec: str, norm: str, overrides: dict):
     """The run's config: the spec with ``norm=`` (so norm-dependent defaults such as i-LN's input
     std follow the norm), then the overrides; keys that do not exist are errors naming them."""
-    from iln_jax.train.configs import load_config
     path, _, arg = config_spec.partition(":")
     try:
         config = load_config(f"{path}:{arg + ',' if arg else ''}norm={norm}", lock=False)

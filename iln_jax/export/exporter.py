@@ -29,7 +29,7 @@ class ExportError(IlnJaxError, ValueError):
 
 
 def pad_to_multiple_symbolic(x: jnp.ndarray, multiple: int, mode: str) -> jnp.ndarray:
-    """Bottom/right padding of ``iln_jax.layers.window.pad_to_multiple`` for symbolic H and W >= multiple."""
+    """Bottom/right padding of ``iln_jax.layers.padding.pad_to_multiple`` for symbolic H and W >= multiple."""
     if mode == "none" or multiple == 1:
         return x
     h, w = x.shape[1:3]
@@ -39,7 +39,8 @@ def pad_to_multiple_symbolic(x: jnp.ndarray, multiple: int, mode: str) -> jnp.nd
     elif mode == "symmetric":  # always 1..multiple pixels (the SwinIR/DRCT test scripts)
         static, height, width = multiple, multiple * (h // multiple + 1), multiple * (w // multiple + 1)
     else:
-        raise ExportError(f"Unknown padding {mode!r}; valid: reflect, symmetric, none")
+        from iln_jax.layers.padding import PADDINGS  # on use, as in export_restorer
+        raise ExportError(f"Unknown padding {mode!r}; valid: {', '.join(PADDINGS)}")
     return jnp.pad(x, ((0, 0), (0, static), (0, static), (0, 0)), mode=mode)[:, :height, :width]
 
 
@@ -71,6 +72,7 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
     height, width: export one fixed image size (batch stays symbolic) instead of symbolic ones.
     platforms: e.g. ("cpu", "cuda") for one artifact serving both; default: the current backend.
     """
+    # Imported on use: ``iln_jax.export.load`` (this package) must run where the model code is absent.
     from iln_jax.inference import precision as precision_lib
     from iln_jax.inference.runner import input_multiple, output_scale
     if dtype not in DTYPES:

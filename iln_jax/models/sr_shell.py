@@ -20,7 +20,7 @@ import numpy as np
 from iln_jax.layers.basic import conv, leaky_relu, pixel_shuffle, trunc_normal_init
 from iln_jax.layers.norm_registry import NormSpec, make_norm
 from iln_jax.layers.norms import ILN_RGB_STD, ModuleDef
-from iln_jax.layers.window import pad_to_multiple
+from iln_jax.layers.padding import pad_to_multiple
 from iln_jax.models import stacking
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by every official SR transformer
@@ -163,6 +163,11 @@ class SRTransformer(nn.Module):
     def scale(self) -> int:
         return 1 if self.upsampler == "" else self.upscale
 
+    @property
+    def input_multiple(self) -> int:
+        """The model pads its input to a multiple of this (its window)."""
+        return self.window_size
+
     def _features(self, x, norm: NormSpec, deterministic: bool):
         if self.patch_norm:
             x = PatchEmbed(norm.outer, name="patch_embed")(x)
@@ -213,7 +218,7 @@ class SRTransformer(nn.Module):
         # numpy float32 constants are not weakly typed: left as they are, they would promote
         # fp16/bf16 features back to float32 for the whole network.
         mean, std = self._mean_std()
-        x = pad_to_multiple(x.astype(dtype), self.window_size, self.padding)
+        x = pad_to_multiple(x.astype(dtype), self.input_multiple, self.padding)
         x = (x - jnp.asarray(mean, dtype)) * jnp.asarray(self.img_range / std, dtype)
         first = conv(self.embed_dim, 3, name="conv_first")(x)
         body = self._features(first, norm, deterministic=not train)

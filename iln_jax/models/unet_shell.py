@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from iln_jax.layers.basic import conv, pixel_shuffle, pixel_unshuffle
 from iln_jax.layers.channel_attention import TransformerBlock
 from iln_jax.layers.norm_registry import NormSpec, make_norm
-from iln_jax.layers.window import pad_to_multiple
+from iln_jax.layers.padding import pad_to_multiple
 from iln_jax.models import stacking
 
 LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
@@ -121,6 +121,11 @@ class ChannelAttentionUNet(nn.Module):
         return LEVEL_ROW[level]
 
     # -------------------------------------------------------------------------------------------
+    @property
+    def input_multiple(self) -> int:
+        """The model pads its input to a multiple of this (its three 2x downsamplings)."""
+        return MULTIPLE
+
     def norm_name(self) -> str:
         """``LayerNorm_type='BiasFree'`` selects Restormer's bias-free LN when the norm is layernorm.
 
@@ -194,7 +199,7 @@ class ChannelAttentionUNet(nn.Module):
         norm = make_norm(self.norm_name(), train=train, axis_name=self.bn_axis_name, eps=self.norm_eps)
         h, w = x.shape[1:3]
         dtype = self.dtype or jnp.float32
-        inp = pad_to_multiple(x.astype(dtype), MULTIPLE, self.padding)
+        inp = pad_to_multiple(x.astype(dtype), self.input_multiple, self.padding)
         conv_kw = dict(use_bias=self.bias, dtype=self.dtype)
 
         emb = OverlapPatchEmbed(self.dim, self.dtype, name="patch_embed")(inp)

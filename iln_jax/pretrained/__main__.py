@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import sys
 
+from iln_jax.errors import run_main
 from iln_jax.pretrained.load import fetch, load_pretrained
 from iln_jax.pretrained.registry import converted_path, download_path, entries, get, record
 
@@ -69,5 +70,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from iln_jax.errors import run_main
     sys.exit(run_main("pretrained", main))
