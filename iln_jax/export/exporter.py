@@ -61,6 +61,15 @@ def _portable_attention(module, platforms: Optional[Sequence[str]]):
     return module.clone(attention_impl="xla")
 
 
+def _portable_convs(module, platforms: Optional[Sequence[str]]):
+    """``conv_impl="auto"`` formulates convolutions for the backend that *traces* them (XLA:CPU's
+    workarounds on a CPU); an artifact that must run elsewhere gets XLA's own convolutions."""
+    here = jax.export.default_export_platform()
+    if getattr(module, "conv_impl", "xla") == "xla" or set(platforms or (here,)) == {here}:
+        return module
+    return module.clone(conv_impl="xla")
+
+
 def export_restorer(module, variables: dict, *, dtype: str = "float32", padding: Optional[str] = None,
                     height: Optional[int] = None, width: Optional[int] = None,
                     platforms: Optional[Sequence[str]] = None, meta: Optional[dict] = None) -> ExportedRestorer:
@@ -82,7 +91,7 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
     run_module, run_vars = precision_lib.for_precision(module, variables, DTYPES[dtype])
     mode = padding or getattr(module, "padding", "none")
     multiple, scale, channels = input_multiple(module), output_scale(module), _channels(module)
-    run_module = _portable_attention(run_module, platforms)
+    run_module = _portable_convs(_portable_attention(run_module, platforms), platforms)
     leaves, treedef = jax.tree.flatten(run_vars)
     fixed = height is not None
     if fixed:
@@ -117,5 +126,6 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
             "padding": mode, "multiple": multiple, "channels": channels, "min_size": 1 if fixed else multiple,
             "height": height, "width": width, "platforms": list(exported.platforms), "jax_version": jax.__version__,
             "attention_impl": getattr(run_module, "attention_impl", None),
+            "conv_impl": getattr(run_module, "conv_impl", None),
             **(meta or {})}
     return ExportedRestorer(exported, [jax.device_get(leaf) for leaf in leaves], info)

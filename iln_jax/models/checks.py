@@ -12,6 +12,7 @@ from typing import Sequence
 
 from iln_jax.errors import ConfigError
 from iln_jax.layers.attention import ATTENTION_IMPLS
+from iln_jax.layers.conv import CONV_IMPLS
 from iln_jax.layers.norm_registry import resolve_norm
 from iln_jax.layers.padding import PADDINGS
 from iln_jax.models.drct import rdg_block_geometry
@@ -25,6 +26,8 @@ def check_model(arch: str, module) -> None:
     resolve_norm(module.norm)  # the live registry, import paths and NormSpecs
     if module.padding not in PADDINGS:
         _fail(arch, f"Unknown padding {module.padding!r}; valid: {', '.join(PADDINGS)}")
+    if module.conv_impl not in CONV_IMPLS:
+        _fail(arch, f"Unknown conv_impl {module.conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
     if hasattr(module, "embed_dim"):
         _check_sr_transformer(arch, module)
     elif hasattr(module, "num_blocks"):
