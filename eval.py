@@ -34,11 +34,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from iln_jax import host_memory, paths
+from iln_jax import cli, host_memory, paths
 from iln_jax.data import BadImageError
 from iln_jax.errors import ConfigError, DataNotFoundError, run_cli
-from iln_jax.evaluation import benchmarks, cli, evaluate, tasks
-from iln_jax.evaluation.evaluate import dump_json
+from iln_jax.evaluation import benchmarks, evaluate, tasks
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -156,6 +155,7 @@ def main(argv=None) -> list[dict]:
     if args.distributed:
         jax.distributed.initialize()
     writer = jax.process_index() == 0  # every process computes, process 0 writes
+    out = paths.as_path(args.out)  # a local path or a URL, from here on one epath.Path
     loaded = cli.load_model(args)
     t = _task_settings(args, loaded)
     conv = tasks.convention(t["task"], t["scale"], crop_border=args.crop_border)
@@ -172,7 +172,7 @@ def main(argv=None) -> list[dict]:
         eval_set = evaluate.measurable(eval_set, conv, dataset=name, on_bad_image=args.on_bad_image)
         restorer.bucket = _choose_bucket(name, eval_set, restorer, args)
         result = evaluate.evaluate_dataset(restorer, eval_set, conv, dataset=name,
-                                           out_dir=args.out if writer else None,
+                                           out_dir=out if writer else None,
                                            save_images=not args.no_images, progress=writer and not args.no_progress,
                                            settings={**settings, "bucket": restorer.bucket})
         results.append(result)
@@ -186,13 +186,13 @@ def main(argv=None) -> list[dict]:
         first_images = first_images or [im["lq"] for im in eval_set]
     if not writer:
         return results
-    summary = evaluate.write_summary(results, args.out, model=loaded.source)
+    summary = evaluate.write_summary(results, out, model=loaded.source)
     print(summary.read_text())
     if precision_reports:
         from iln_jax.evaluation.precision import format_report
-        dump_json(precision_reports, paths.as_path(args.out) / "precision_report.json")
+        paths.dump_json(precision_reports, out / "precision_report.json")
         table = format_report(precision_reports, first_column="dataset")
-        (paths.as_path(args.out) / "precision_report.md").write_text(table)
+        (out / "precision_report.md").write_text(table)
         print(table)
     if args.diagnostics:
         from iln_jax.analysis.report import analyze_model

@@ -34,9 +34,9 @@ from ml_collections import config_flags
 
 from iln_jax import host_memory, paths
 from iln_jax.errors import ConfigError, TerminatedError, exit_with_error, run_main, traceback_requested
+from iln_jax.train.configs import load_config
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))  # so that config files can ``from configs import common``
 
 flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config.name>)")
 flags.DEFINE_string("init_from", None, "Start a new run from the weights of another run: <its workdir or "
@@ -101,7 +101,6 @@ def parse_flags(argv):
 
 def _flag_error_message(error: BaseException, argv) -> str:
     if isinstance(error, (AttributeError, KeyError)):  # an override of a key the config lacks
-        from iln_jax.train.configs import load_config
         spec = _config_spec(argv)
         try:
             config = load_config(spec if spec != "configs/default.py" else str(ROOT / "configs" / "default.py"))
@@ -132,13 +131,28 @@ def _config_spec(argv) -> str:
     return spec
 
 
+class ConfigFileParser(flags.ArgumentParser):
+    """``--config``'s value -> the locked config, read by ``iln_jax.train.load_config`` (from the file's
+    path, from any directory; ml_collections' own reader needs ``configs`` on ``sys.path``)."""
+
+    def parse(self, argument):
+        try:
+            return load_config(argument)
+        except (TypeError, ValueError) as e:  # absl would prefix "flag "; name it as the other flag errors
+            raise flags.Error(f"--config={argument}: {e}") from e
+
+    def flag_type(self):
+        return "config object"
+
+
 def define_config_flag() -> None:
     """``--config`` (ml_collections applies the ``--config.<key>`` overrides of the default config
     already here, at definition time: a bad one is reported like the other flag errors)."""
     try:
         config_flags.DEFINE_config_file(
-            "config", str(ROOT / "configs" / "default.py"),
-            "Config file, optionally with ':args', e.g. configs/swinir.py:task=sr,scale=2", lock_config=True)
+            "config", None, "Config file, optionally with ':args', e.g. configs/swinir.py:task=sr,scale=2")
+        flags.FLAGS["config"].parser = ConfigFileParser()
+        flags.FLAGS.set_default("config", str(ROOT / "configs" / "default.py"))
     except Exception as e:  # noqa: BLE001
         if __name__ != "__main__" or traceback_requested():
             raise

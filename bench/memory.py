@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the iln_jax of this checkout, which is not installed
 
 from iln_jax import host_memory  # noqa: E402
 from train_step import _config, device_info, interleave_rounds, publish, time_jax  # noqa: E402

@@ -24,16 +24,15 @@ Runs on CPU or GPU (both frameworks use the default accelerator; the device is r
 ``--model-kwargs`` overrides model arguments (``scan_layers``, ``remat_policy``, ``attention_impl``);
 ``--xla-tuning both`` times each configuration with and without ``iln_jax.xla_options.tuned()``
 (before/after the per-backend tuning, in one run); ``--conv both`` likewise times the
-convolutions' per-backend formulations (``iln_jax/layers/conv.py``) against XLA's own
-(``ILN_JAX_CONV=xla``). XLA's planned memory of the compiled step (temp, arguments, outputs) is
-reported with every timing. ``--parts`` adds the forward alone (the training loss, no gradients)
-and the loss with its gradients (no optimizer) as their own rows, JAX and PyTorch, so that a gap
-can be placed in the forward, the backward or the update.
+convolutions' per-backend formulations (``iln_jax/layers/conv.py``) against XLA's own (the model
+argument ``conv_impl``: ``auto`` and ``xla``). XLA's planned memory of the compiled step (temp,
+arguments, outputs) is reported with every timing. ``--parts`` adds the forward alone (the training
+loss, no gradients) and the loss with its gradients (no optimizer) as their own rows, JAX and
+PyTorch, so that a gap can be placed in the forward, the backward or the update.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import itertools
 import json
@@ -77,9 +76,10 @@ def parse_args(argv=None):
                    '\'{"scan_layers": true, "remat_policy": "dots"}\'')
     p.add_argument("--xla-tuning", default="on", choices=("on", "off", "both"),
                    help="compile with iln_jax.xla_options.tuned() (on), without (off), or time both")
-    p.add_argument("--conv", default="auto", choices=("auto", "xla", "both"),
-                   help="convolutions as iln_jax.layers.conv formulates them per backend (auto), as XLA's "
-                        "own everywhere (xla), or time both")
+    p.add_argument("--conv", default=None, choices=("auto", "xla", "both"),
+                   help="the model's conv_impl: convolutions as iln_jax.layers.conv formulates them per backend "
+                        "(auto), as XLA's own everywhere (xla), or time both (default: --model-kwargs' "
+                        "conv_impl, else auto)")
     p.add_argument("--parts", action="store_true",
                    help="also time the forward alone (the loss, no gradients) and the loss with its gradients "
                         "(no optimizer), JAX and PyTorch, to show which part of the step a gap is in")
@@ -141,34 +141,22 @@ def _memory(compiled) -> dict:
                 output_gib=m.output_size_in_bytes / gib, alias_gib=m.alias_size_in_bytes / gib)
 
 
-def time_jax(c, steps: int, warmup: int, *, tuning: bool = True, conv: str = "auto", parts: bool = False) -> dict:
+def time_jax(c, steps: int, warmup: int, *, tuning: bool = True, parts: bool = False) -> dict:
     """Compile and time the train step of config ``c``; with ``tuning`` False, without the
-    per-backend XLA options (``iln_jax.xla_options.tuned``); ``conv``: the ``ILN_JAX_CONV``
-    formulation the step is traced with. With ``parts``, ``out["_parts"]`` holds the results of the
-    forward alone and of the loss with its gradients (see :func:`_time_jax_parts`)."""
-    with _conv_formulation(conv):
-        out = _time_jax(c, steps, warmup, tuning=tuning)
-        if parts:
-            out["_parts"] = _time_jax_parts(c, out, steps, warmup, tuning=tuning)
+    per-backend XLA options (``iln_jax.xla_options.tuned``). The convolutions are formulated as the
+    model's ``conv_impl`` says (``c.model.kwargs.conv_impl``, default auto). With ``parts``,
+    ``out["_parts"]`` holds the results of the forward alone and of the loss with its gradients
+    (see :func:`_time_jax_parts`)."""
+    out = _time_jax(c, steps, warmup, tuning=tuning)
+    if parts:
+        out["_parts"] = _time_jax_parts(c, out, steps, warmup, tuning=tuning)
+    from iln_jax.layers.conv import CONV_ENV
+    conv = os.environ.get(CONV_ENV) or out["_model"].conv_impl  # the environment overrides the model
     for r in [out, *out.get("_parts", [])]:
         if conv != "auto":
             r["impl"] += f" {conv}-conv"
         r["conv"] = conv
     return out
-
-
-@contextlib.contextmanager
-def _conv_formulation(value: str):
-    from iln_jax.layers.conv import CONV_ENV
-    before = os.environ.get(CONV_ENV)
-    os.environ[CONV_ENV] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(CONV_ENV)
-        else:
-            os.environ[CONV_ENV] = before
 
 
 def _time_jax(c, steps: int, warmup: int, *, tuning: bool) -> dict:
@@ -324,7 +312,8 @@ def time_torch(c, refs: list, jax_result: dict, steps: int, warmup: int, *, part
     kwargs = {k: v for k, v in c.model.kwargs.to_dict().items() if v is not None}
     conv_arch = CONVERT_ARCH.get((arch, norm), arch)
     sd = convert.to_torch(conv_arch, jax_result["_variables"], norm=norm, **kwargs)
-    ours_only = ("padding", "norm_eps", "scan_layers", "remat_policy", "attention_impl", "dtype", "bn_axis_name")
+    ours_only = ("padding", "norm_eps", "scan_layers", "remat_policy", "attention_impl", "conv_impl", "dtype",
+                 "bn_axis_name")
     official = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k not in ours_only}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -494,8 +483,11 @@ def main(argv=None):
     norms = [n.strip() for n in a.norms.split(",") if n.strip()]
     dtypes = [d.strip() for d in a.compute_dtypes.split(",") if d.strip()]
     tunings = {"on": (True,), "off": (False,), "both": (False, True)}[a.xla_tuning]
-    convs = {"auto": ("auto",), "xla": ("xla",), "both": ("xla", "auto")}[a.conv]
     model_kwargs = json.loads(a.model_kwargs)
+    if a.conv is not None and "conv_impl" in model_kwargs:
+        raise SystemExit("give the convolution formulation once: --conv or --model-kwargs' conv_impl")
+    conv = a.conv or model_kwargs.pop("conv_impl", "auto")
+    convs = {"auto": ("auto",), "xla": ("xla",), "both": ("xla", "auto")}[conv]
     results, configs = [], {}
 
     def save_partial():
@@ -507,9 +499,9 @@ def main(argv=None):
     for norm in norms:
         for dtype in dtypes:
             for tuning, conv in itertools.product(tunings, convs):
-                c = _config(a.config, norm, a.batch, a.patch, a.parallel, model_kwargs)
+                c = _config(a.config, norm, a.batch, a.patch, a.parallel, {**model_kwargs, "conv_impl": conv})
                 c.train.compute_dtype = dtype
-                r = time_jax(c, a.steps, a.warmup, tuning=tuning, conv=conv, parts=a.parts)
+                r = time_jax(c, a.steps, a.warmup, tuning=tuning, parts=a.parts)
                 configs.setdefault(norm, (c, r))
                 results += [r, *r.pop("_parts", [])]
                 print(f"[bench] {r['impl']} {norm}: compile {r['compile_s']:.1f} s, {r['ms_per_step']:.1f} ms/step",

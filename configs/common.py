@@ -19,8 +19,7 @@ from ml_collections import config_dict
 
 from iln_jax import data as data_lib
 from iln_jax import models
-
-TASKS = data_lib.config.TASKS
+from iln_jax.data.config import TASKS
 
 # The i-LN paper's recipe (= the official HAT-mini ymls): Adam 2e-4, betas (0.9, 0.99), L1,
 # 300k iterations with BasicSR's MultiStepLR milestones (the later ones lie past 300k, exactly as

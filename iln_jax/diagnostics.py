@@ -36,18 +36,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from etils import epath
+
 from iln_jax import paths, xla_options
 from iln_jax.layers.channel_attention import TransformerBlock
 from iln_jax.layers.swin import SwinBlock
-from iln_jax.models import drct, hat, scan_layout, swinir
+from iln_jax.models import scan_layout
+from iln_jax.models.drct import RDG
+from iln_jax.models.hat import OCAB, RHAG
+from iln_jax.models.swinir import RSTB
 
 LEVELS = ("blocks", "groups", "all")
 STATS = ("sq_mean", "mean_sq", "entropy", "entropy_norm", "max_abs")
 DEFAULT_LOG_STATS = ("sq_mean", "entropy", "entropy_norm", "max_abs")
 # The residual blocks and residual groups of every backbone (Restormer's and HINT's blocks are
 # TransformerBlocks; they have no groups).
-BLOCKS = (SwinBlock, TransformerBlock, hat.OCAB)
-GROUPS = (swinir.RSTB, hat.RHAG, drct.RDG)
+BLOCKS = (SwinBlock, TransformerBlock, OCAB)
+GROUPS = (RSTB, RHAG, RDG)
 
 
 def capture_filter(level: str = "blocks") -> Callable[[Any, str], bool]:
@@ -213,8 +218,8 @@ class DiagnosticsLog:
 
     FILENAME = "diagnostics.jsonl"
 
-    def __init__(self, workdir: paths.PathLike, *, resume_step: int = 0, enabled: bool = True):
-        self.path = paths.as_path(workdir) / self.FILENAME
+    def __init__(self, workdir: epath.Path, *, resume_step: int = 0, enabled: bool = True):
+        self.path = workdir / self.FILENAME
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)

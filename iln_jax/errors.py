@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, Mapping, NoReturn, Optional
 
 TRACEBACK_ENV = "ILN_JAX_TRACEBACK"
 
@@ -102,13 +102,47 @@ def _file_system_error(error: OSError) -> str:
     return f"{where}: {what}"
 
 
+# Import name (or prefix) -> (pip name, requirements file, what needs it).
+OPTIONAL = {
+    "torch": ("torch", "requirements-dev.txt", "reading and writing PyTorch .pth files"),
+    "gcsfs": ("gcsfs", "requirements-cloud.txt", "gs:// paths"),
+    "google.cloud": ("google-cloud-storage", "requirements-cloud.txt", "checkpoints and the work-directory lock on gs://"),
+    "google.api_core": ("google-cloud-storage", "requirements-cloud.txt", "checkpoints and the work-directory lock on gs://"),
+}
+
+
+def optional_entry(module: str) -> Optional[tuple[str, str, str]]:
+    for prefix, entry in OPTIONAL.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return entry
+    return None
+
+
+def missing_dependency_message(module: str, needed_for: Optional[str] = None) -> str:
+    """``"<what> needs <pip name>, which is not installed: pip install -r <file>"``."""
+    pip_name, requirements, purpose = optional_entry(module) or (module, "requirements.txt", "this")
+    return f"{needed_for or purpose} needs {pip_name}, which is not installed: pip install -r {requirements}"
+
+
+def missing_package(error: BaseException, needed_for: Optional[str] = None) -> Optional[MissingDependencyError]:
+    """The one-line error for an ImportError (or one it was raised from) of an optional package;
+    None when the import that failed is not one of them."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        name = getattr(error, "name", None) if isinstance(error, ImportError) else None
+        if name and optional_entry(name):
+            return MissingDependencyError(missing_dependency_message(name, needed_for))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run_main(prog: str, main: Callable[[], Any], *, show_traceback: bool = False,
              hints: Mapping[type, str] | None = None) -> Any:
     """Call ``main()``; expected failures and Ctrl-C become one line on stderr and an exit status.
 
     ``hints`` maps error classes to advice appended to their message (``{BadImageError: "--on-bad-image
     skip leaves such images out"}``)."""
-    from iln_jax import dependencies
     show_traceback = show_traceback or traceback_requested()
     try:
         return main()
@@ -122,7 +156,7 @@ def run_main(prog: str, main: Callable[[], Any], *, show_traceback: bool = False
             os._exit(e.exit_code)
         exit_with_error(prog, _with_hint(e, hints or {}), e.exit_code)
     except ImportError as e:
-        missing = dependencies.missing_package(e)
+        missing = missing_package(e)
         if missing is None or show_traceback:
             raise
         exit_with_error(prog, missing, missing.exit_code)

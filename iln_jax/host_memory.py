@@ -71,6 +71,7 @@ def runs_on_cpu() -> bool:
 
 
 def backends_started() -> bool:
+    # Imported on use: this module is set up before JAX (train.py, conftest), and this is JAX's private API.
     from jax._src import xla_bridge
     return xla_bridge.backends_are_initialized()
 

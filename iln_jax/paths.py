@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
+import math
 import os
 from typing import Union
 
+import numpy as np
 from etils import epath
+from PIL import Image
 
 from iln_jax.errors import ConfigError, MissingDependencyError, one_line
 
@@ -77,7 +81,28 @@ def append_text(path: epath.Path, text: str) -> None:
 
 def save_png(path: epath.Path, image) -> None:
     """A uint8 HWC array as a PNG at ``path`` (local or URL)."""
-    from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     path.write_bytes(buf.getvalue())
+
+
+def dump_json(obj, path: epath.Path) -> None:
+    """``obj`` as indented JSON at ``path``; NumPy scalars become numbers, and NaN/Infinity (not
+    standard JSON) become strings."""
+    path.write_text(json.dumps(_finite_json(obj), indent=2, default=_json_default) + "\n")
+
+
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return str(v)
+
+
+def _finite_json(obj):
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj

@@ -57,9 +57,10 @@ from iln_jax import diagnostics  # noqa: E402
 from iln_jax.analysis import plots  # noqa: E402
 from iln_jax.analysis.report import analyze_model  # noqa: E402
 from iln_jax.evaluation import benchmarks, tasks  # noqa: E402
-from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset  # noqa: E402
+from iln_jax.evaluation.evaluate import evaluate_dataset  # noqa: E402
 from iln_jax.evaluation.precision import format_report, precision_report  # noqa: E402
 from iln_jax.inference import Restorer  # noqa: E402
+from iln_jax.paths import dump_json  # noqa: E402
 from iln_jax.train import DataParallel, build_model, make_step  # noqa: E402
 from iln_jax.train.configs import load_config  # noqa: E402
 from iln_jax.train.state import param_count  # noqa: E402

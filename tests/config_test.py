@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from iln_jax import models
+from iln_jax.errors import ConfigError
 from iln_jax.layers.norms import NORMS
 from iln_jax.train import load_config, validate_config
 from train_util import ROOT
@@ -92,9 +93,52 @@ def test_unknown_keys_are_errors():
 
 
 def test_command_line_rejects_unknown_override(tmp_path):
-    """train.py's --config.x=... on a key that does not exist fails before anything runs."""
+    """train.py's --config.x=... on a key that does not exist fails before anything runs; the config
+    file is found from another directory (``configs/`` of the repository)."""
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", "configs/swinir.py:tiny=1",
-                        "--config.optim.learning_rate=1e-3", f"--workdir={tmp_path}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0
-    assert "learning_rate" in r.stderr and not (tmp_path / "checkpoints").exists()
+                        "--config.optim.learning_rate=1e-3", f"--workdir={tmp_path / 'run'}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "optim has no 'learning_rate'" in r.stderr and not (tmp_path / "run").exists()
+
+
+USER_CONFIG = """from configs import common
+
+
+def get_config(arg=None):
+    c = common.base_config()
+    c.name = f"mine_{arg}"
+    return c
+"""
+# A user's own package of configs: absolute and relative imports of its modules.
+LAB_RECIPE = "from configs import common\nNAME = 'lab'\n"
+LAB_RUN = """from lab_configs import recipe
+from . import recipe as same
+
+
+def get_config(arg=None):
+    c = recipe.common.base_config()
+    c.name = f"{recipe.NAME}_{same is recipe}"
+    return c
+"""
+
+
+def test_config_files_load_from_their_path_without_sys_path_edits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path_before = list(sys.path)
+    (tmp_path / "mine.py").write_text(USER_CONFIG)
+    lab = tmp_path / "lab_configs"
+    lab.mkdir()
+    (lab / "__init__.py").write_text("")
+    (lab / "recipe.py").write_text(LAB_RECIPE)
+    (lab / "run.py").write_text(LAB_RUN)
+    try:
+        assert load_config("configs/swinir.py:tiny=1").name == "swinir_srx2_iln_tiny"  # from the repository
+        assert load_config("mine.py:x").name == "mine_x"  # next to the command, importing configs.common
+        assert load_config(str(lab / "run.py")).name == "lab_True"
+        with pytest.raises(ConfigError, match=r"config file 'nope.py' not found \(looked in .* and in "):
+            load_config("nope.py")
+    finally:
+        for name in [m for m in sys.modules if m.startswith(("lab_configs", "_iln_config_mine"))]:
+            del sys.modules[name]
+    assert sys.path == path_before

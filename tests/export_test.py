@@ -69,7 +69,7 @@ def test_one_file_equals_the_live_model_on_every_odd_size(arch, kwargs, scale, r
 
 
 def test_symbolic_padding_equals_the_models_padding():
-    from iln_jax.layers.window import pad_to_multiple
+    from iln_jax.layers.padding import pad_to_multiple
     x = jax.random.uniform(jax.random.key(0), (1, 11, 16, 2))
     for mode in ("reflect", "symmetric"):
         np.testing.assert_array_equal(export.pad_to_multiple_symbolic(x, 8, mode), pad_to_multiple(x, 8, mode))
@@ -183,10 +183,12 @@ def test_cli_exports_a_pretrained_model_with_its_official_padding(swinir, tmp_pa
     assert np.abs(np.asarray(restore(x)) - np.asarray(live(variables, x))).max() < 5e-2
 
 
-def test_an_artifact_for_several_platforms_gets_portable_attention(swinir):
+def test_an_artifact_for_several_platforms_gets_portable_attention_and_convs(swinir):
     module, variables, _ = swinir
     both = export.export_restorer(module.clone(attention_impl="auto"), variables, platforms=("cpu", "cuda"))
     assert both.meta["platforms"] == ["cpu", "cuda"] and both.meta["attention_impl"] == "xla"
+    assert both.meta["conv_impl"] == "xla"  # XLA:CPU's conv formulations are for XLA:CPU only
+    assert export.export_restorer(module, variables).meta["conv_impl"] == module.conv_impl == "auto"
     with pytest.raises(export.ExportError, match="attention_impl='cudnn' runs only on CUDA GPUs, but the export "
                                                  "targets cpu"):
         export.export_restorer(module.clone(attention_impl="cudnn"), variables, platforms=("cpu",))

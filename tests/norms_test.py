@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iln_jax.layers import norms
+from iln_jax.layers import norm_registry, norms
 from iln_jax.layers.swin import SwinBlock
 
 RNG = np.random.default_rng(0)
@@ -14,7 +14,7 @@ X = (RNG.normal(size=(3, 4, 6, 6)) * np.arange(1, 7) + 2.0).astype(np.float32)  
 
 
 def _apply(name, x, slot="branch", train=False, variables=None):
-    module = getattr(norms.make_norm(name, train=train), slot)()
+    module = getattr(norm_registry.make_norm(name, train=train), slot)()
     if variables is None:
         variables = module.init(jax.random.key(0), x)
     (y, scale), _ = module.apply(variables, x, mutable=["batch_stats"])
@@ -65,7 +65,7 @@ def test_batchnorm_uses_batch_statistics_in_training_and_running_ones_in_eval():
     y_train, _, variables = _apply("batchnorm", X, train=True)
     ref, var = _np_standardize(X, (0, 1, 2), 1e-5)
     np.testing.assert_allclose(y_train, ref, rtol=1e-4, atol=1e-5)
-    module = norms.make_norm("batchnorm", train=True).branch()
+    module = norm_registry.make_norm("batchnorm", train=True).branch()
     _, updated = module.apply(variables, X, mutable=["batch_stats"])
     n = X.size // X.shape[-1]
     np.testing.assert_allclose(updated["batch_stats"]["mean"], 0.1 * X.mean(axis=(0, 1, 2)), rtol=1e-5)
@@ -104,13 +104,13 @@ def _swin_block(norm):
 
 
 def test_rezero_block_is_the_identity_at_init():
-    block = _swin_block(norms.make_norm("rezero").branch)
+    block = _swin_block(norm_registry.make_norm("rezero").branch)
     variables = block.init(jax.random.key(0), X)
     np.testing.assert_array_equal(np.asarray(block.apply(variables, X)), X)
 
 
 def test_block_norm_sees_the_whole_image_not_a_window():
-    block = _swin_block(norms.make_norm("iln").branch)
+    block = _swin_block(norm_registry.make_norm("iln").branch)
     variables = block.init(jax.random.key(0), X)
     _, captured = block.apply(variables, X, capture_intermediates=True, mutable=["intermediates"])
     y, scale = captured["intermediates"]["norm1"]["__call__"][0]
@@ -121,12 +121,12 @@ def test_block_norm_sees_the_whole_image_not_a_window():
 
 def test_unknown_norm_lists_the_valid_names():
     with pytest.raises(ValueError, match="valid norms: layernorm, rmsnorm.*iln"):
-        norms.make_norm("groupnorm")
+        norm_registry.make_norm("groupnorm")
 
 
 @pytest.mark.parametrize("name", norms.NORMS)
 def test_every_norm_jits(name):
-    module = norms.make_norm(name, train=True).branch()
+    module = norm_registry.make_norm(name, train=True).branch()
     variables = module.init(jax.random.key(0), X)
     f = jax.jit(functools.partial(module.apply, mutable=["batch_stats"]))
     (y, _), _ = f(variables, jnp.asarray(X))

@@ -189,3 +189,25 @@ def test_jax_attention_implementation_equals_xla():
         module.clone(attention_impl="flash").apply(variables, x)
     with pytest.raises(ValueError, match="hat: Unknown attention_impl 'flash'"):
         _case("hat", attention_impl="flash")
+
+
+def _convolutions(module, variables, x) -> int:
+    return jax.jit(module.apply).lower(variables, x).as_text().count("stablehlo.convolution")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU formulations")
+def test_conv_impl_is_a_model_field_that_scanned_and_rematerialised_models_follow(monkeypatch):
+    module = _case("hat", scan_layers=True, remat_policy="dots")
+    x = _input()
+    variables = jax.jit(module.init)(jax.random.key(0), x)
+    xla = module.clone(conv_impl="xla")
+    # On the CPU, "auto" computes HAT's 1x1 channel-attention convs as matmuls: fewer XLA convolutions.
+    assert module.conv_impl == "auto" and _convolutions(module, variables, x) < _convolutions(xla, variables, x)
+    loss, grads = _loss_and_grads(module, variables, x)
+    loss_xla, grads_xla = _loss_and_grads(xla, variables, x)
+    assert _rel(loss, loss_xla) <= 1e-5
+    assert max(_rel(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_xla))) <= 1e-4
+    monkeypatch.setenv("ILN_JAX_CONV", "xla")  # the environment overrides every model's field
+    assert _convolutions(module, variables, x) == _convolutions(xla, variables, x)
+    with pytest.raises(ValueError, match="hat: Unknown conv_impl 'cudnn'; valid: auto, xla"):
+        _case("hat", conv_impl="cudnn")

@@ -7,7 +7,7 @@ import pytest
 import golden
 from iln_jax import convert, models
 from iln_jax.layers.norms import NORMS
-from iln_jax.layers.window import pad_to_multiple
+from iln_jax.layers.padding import pad_to_multiple
 
 GOLDEN = ["swinir_sr_x2_pixelshuffle", "swinir_dn_3conv"]
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from iln_jax import cli
 from iln_jax.analysis.report import analyze_model
+from iln_jax.data import images as image_io
+from iln_jax.data.degradations import to_float
 from iln_jax.errors import run_cli
-from iln_jax.evaluation import benchmarks, cli
+from iln_jax.evaluation import benchmarks
 
 
 def main(argv=None) -> dict:
@@ -20,8 +23,6 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     loaded = cli.load_model(args)
     if args.images:
-        from iln_jax.data import images as image_io
-        from iln_jax.data.degradations import to_float
         channels = getattr(loaded.module, "in_chans", 3)
         inputs = [to_float(image_io.read_image(f, f, channels, "y")) for f in image_io.list_images(args.images)]
     else:

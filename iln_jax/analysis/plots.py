@@ -23,6 +23,7 @@ LOG_SCALE = ("sq_mean", "mean_sq", "max_abs")
 
 
 def _plt():
+    # Imported on use: matplotlib is slow to import, and only the plots need it (with the file backend).
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -21,6 +21,8 @@ from typing import Optional
 import flax
 import numpy as np
 
+from iln_jax.layers.window import overlap_window_size
+
 TABLE = "relative_position_bias_table"
 
 
@@ -51,7 +53,6 @@ def _ocab_roll(path, side: int, module) -> int:
     """
     if "overlap_attn" not in path or module is None or not hasattr(module, "overlap_ratio"):
         return 0
-    from iln_jax.layers.window import overlap_window_size
     ws = module.window_size
     wse = overlap_window_size(ws, module.overlap_ratio)
     if ws + wse - 1 != side:

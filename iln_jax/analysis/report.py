@@ -23,6 +23,7 @@ from iln_jax import diagnostics
 from iln_jax.analysis import plots, position_bias
 from iln_jax.inference.precision import FP16_MAX
 from iln_jax.inference.runner import input_multiple
+from iln_jax.paths import dump_json
 
 
 def analysis_batch(images: Sequence[np.ndarray], multiple: int, crop: int = 96) -> np.ndarray:
@@ -89,6 +90,5 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
         not_written["dynamics.png"] = why
     result["written"] = [name for name in FIGURES if (out_dir / name).is_file()] + ["analysis.json"]
     result["not_written"] = not_written
-    from iln_jax.evaluation.evaluate import dump_json
     dump_json(result, out_dir / "analysis.json")
     return result

@@ -77,7 +77,7 @@ def _first_array(output) -> Optional[np.ndarray]:
 
 
 def _torch_first(output):
-    import torch
+    import torch  # PyTorch is a dev/parity dependency: imported on use
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)):
@@ -95,7 +95,7 @@ def _torch_first(output):
 
 def run_comparison(torch_model, flax_module, variables: dict, x_nhwc: np.ndarray, sequences) -> dict:
     """Run both models on ``x_nhwc`` and compare every mapped module output and the final output."""
-    import torch
+    import torch  # PyTorch is a dev/parity dependency: imported on use
     out_f, state = flax_module.apply(variables, jnp.asarray(x_nhwc), capture_intermediates=True,
                                      mutable=["intermediates"])
     flat = flax.traverse_util.flatten_dict(state["intermediates"])

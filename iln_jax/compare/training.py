@@ -92,8 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run_config(args):
     """The config with the comparison's batch, patch and steps; refuses what the PyTorch side does
     not mirror (one line naming the key)."""
-    from iln_jax.experiments.plan import apply_overrides, parse_overrides
-    from iln_jax.train.configs import load_config
+    from iln_jax.train.configs import apply_overrides, load_config, parse_overrides
     try:
         config = load_config(args.config, lock=False)
     except (OSError, ValueError) as e:

@@ -65,6 +65,7 @@ from ml_collections import config_dict
 
 from iln_jax.errors import ConfigError
 
+# The restoration tasks, the one list every other module (evaluation, pretrained, configs) uses.
 TASKS = ("sr", "dn", "car", "dr")
 SR_SCALES = (2, 3, 4, 8)
 SOURCES = ("embedded", "folder", "tfds")

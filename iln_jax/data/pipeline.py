@@ -29,6 +29,7 @@ from typing import Optional
 
 import grain
 import ml_collections
+from absl import flags
 
 from iln_jax.data import config as config_lib
 from iln_jax.data import degradations, embedded, patches, skip_report, sources
@@ -108,7 +109,5 @@ def _allow_grain_workers() -> None:
     imported) that raises ``UnparsedFlagAccessError`` (google/grain#1355, fixed after 0.2.18).
     Marking the flags parsed keeps every default and is a no-op for programs that parsed them.
     """
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()

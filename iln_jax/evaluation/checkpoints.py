@@ -22,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iln_jax import models
+from iln_jax import convert, models
+from iln_jax.convert.state_dict import load_state_dict
 from iln_jax.errors import CheckpointError
+from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_state
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -93,7 +95,6 @@ def _norm_kwargs(kwargs: dict) -> dict:
 def load_run(workdir: str | Path, *, step: Optional[int] = None, weights: str = "ema",
              arch: Optional[str] = None, norm: Optional[str] = None, model_kwargs: Optional[dict] = None) -> LoadedModel:
     """The model and its EMA (``weights="ema"``, falling back to raw) or raw weights of a run."""
-    from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_state
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     ckpt_dir = checkpoint_directory(workdir)
@@ -154,8 +155,6 @@ def guess_arch(keys) -> Optional[str]:
 def load_pth(path: str | Path, arch: str, *, param_key: Optional[str] = None, norm: Optional[str] = None,
              **kwargs) -> LoadedModel:
     """An official checkpoint through the strict converter (``params_ema`` preferred)."""
-    from iln_jax import convert
-    from iln_jax.convert.state_dict import load_state_dict
     sd = load_state_dict(str(path), param_key=param_key)
     if norm is not None:
         kwargs["norm"] = norm

@@ -10,7 +10,6 @@ overflow) are counted before quantisation and set to 0 there.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -18,11 +17,14 @@ from typing import Optional
 
 import numpy as np
 from etils import epath
+from tqdm import tqdm
 
 from iln_jax import metrics, paths
-from iln_jax.evaluation.tasks import Convention
+from iln_jax.data.images import BadImageError
 from iln_jax.errors import DataError
+from iln_jax.evaluation.tasks import Convention
 from iln_jax.inference.precision import nonfinite_pixels
+from iln_jax.train.validate import baseline
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,6 @@ def measurable(eval_set: list[dict], conv: Convention, *, dataset: str, on_bad_i
     A smaller image raises :class:`BadImageError` naming it, or with ``on_bad_image="skip"`` is
     left out and listed in one warning.
     """
-    from iln_jax.data.images import BadImageError
     need = metrics.SSIM_WINDOW + 2 * conv.crop_border
     keep, skipped = [], []
     for im in eval_set:
@@ -71,7 +72,6 @@ def measurable(eval_set: list[dict], conv: Convention, *, dataset: str, on_bad_i
 
 def baseline_output(lq: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB bicubic for SR, the degraded input itself otherwise."""
-    from iln_jax.train.validate import baseline
     return baseline(lq, scale)
 
 
@@ -81,17 +81,16 @@ def _mean(rows: list[dict], key: str) -> Optional[float]:
 
 
 def evaluate_dataset(restorer, eval_set: list[dict], conv: Convention, *, dataset: str,
-                     out_dir: Optional[paths.PathLike] = None, save_images: bool = True, with_baseline: bool = True,
+                     out_dir: Optional[epath.Path] = None, save_images: bool = True, with_baseline: bool = True,
                      progress: bool = True, settings: Optional[dict] = None) -> dict:
     """Restore and measure every image; write PNGs and the tables when ``out_dir`` is given."""
     if not eval_set:
         raise DataError(f"{dataset}: the evaluation set is empty (every image was skipped?)")
-    folder = paths.as_path(out_dir) / dataset if out_dir is not None else None
+    folder = out_dir / dataset if out_dir is not None else None
     if folder is not None and save_images:
         (folder / "images").mkdir(parents=True, exist_ok=True)
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=len(eval_set), desc=dataset, unit="img", dynamic_ncols=True)
     rows, baseline_rows = [], []
     t_start = time.perf_counter()
@@ -148,27 +147,6 @@ def _fmt(v, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    return str(v)
-
-
-def _jsonable(obj):
-    """JSON without NaN/Infinity literals (non-standard JSON): they become strings."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
-
-
-def dump_json(obj, path: epath.Path) -> None:
-    path.write_text(json.dumps(_jsonable(obj), indent=2, default=_json_default) + "\n")
-
-
 def markdown_table(result: dict) -> str:
     conv = result["convention"]
     lines = [f"# {result['dataset']} — {result['task']}" + (f" x{result['scale']}" if result["task"] == "sr" else ""),
@@ -194,13 +172,12 @@ def markdown_table(result: dict) -> str:
 
 def write_result(result: dict, folder: epath.Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    dump_json(result, folder / "results.json")
+    paths.dump_json(result, folder / "results.json")
     (folder / "results.md").write_text(markdown_table(result))
 
 
-def write_summary(results: list[dict], out_dir: paths.PathLike, *, model: str = "") -> epath.Path:
+def write_summary(results: list[dict], out_dir: epath.Path, *, model: str = "") -> epath.Path:
     """``summary.md`` / ``summary.json``: one row per dataset."""
-    out_dir = paths.as_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# Evaluation{': ' + model if model else ''}", "",
              "| dataset | task | images | PSNR | SSIM | convention | baseline PSNR | non-finite px |",
@@ -211,5 +188,5 @@ def write_summary(results: list[dict], out_dir: paths.PathLike, *, model: str = 
                      f"{r['num_images']} | {_fmt(r['psnr'], 3)} | {_fmt(r['ssim'], 4)} | {r['convention']} | "
                      f"{_fmt(base, 3)} | {r['nonfinite_pixels']} |")
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
-    dump_json([{k: v for k, v in r.items() if k != "per_image"} for r in results], out_dir / "summary.json")
+    paths.dump_json([{k: v for k, v in r.items() if k != "per_image"} for r in results], out_dir / "summary.json")
     return out_dir / "summary.md"

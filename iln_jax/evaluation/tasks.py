@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-TASKS = ("sr", "dn", "car", "dr")
+from iln_jax.data.config import TASKS
+
 BENCHMARKS = {
     "sr": ("Set5", "Set14", "BSD100", "Urban100", "Manga109"),
     "dn": ("CBSD68", "Kodak24", "McMaster", "Urban100"),

@@ -33,15 +33,22 @@ in K processes on disjoint device sets (CPU: the forced host devices are split; 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import jax
+
 from iln_jax.errors import ConfigError, DataNotFoundError, run_cli
-from iln_jax.evaluation.evaluate import dump_json
+from iln_jax.paths import dump_json
+from iln_jax.train.configs import parse_overrides
 from iln_jax.experiments import figures, plan, tables
+from iln_jax.experiments.run import execute
+from iln_jax.inference.precision import PRECISIONS
+from iln_jax.paths import dump_json
 
 
 def parse_args(argv=None):
@@ -74,8 +81,7 @@ def _recipe(args) -> dict:
 
 
 def _run_one(args, run: plan.GridRun) -> dict:
-    from iln_jax.experiments.run import execute
-    config = plan.run_config(args.config, run.norm, plan.parse_overrides(args.set), seed=run.seed)
+    config = plan.run_config(args.config, run.norm, parse_overrides(args.set), seed=run.seed)
     datasets = [d for d in args.datasets.split(",") if d]
     print(f"[grid] {run.label}: {run.workdir}", flush=True)
     return execute(run, config, data_root=args.data_root, datasets=datasets, precisions=_precisions(args))
@@ -97,7 +103,6 @@ def _check_datasets(args, config) -> None:
 
 
 def _precisions(args) -> tuple[str, ...]:
-    from iln_jax.inference.precision import PRECISIONS
     chosen = tuple(p for p in args.precisions.split(",") if p)
     bad = [p for p in chosen if p not in PRECISIONS or p == "fp32"]
     if bad:
@@ -128,7 +133,6 @@ def worker_env(platform: str, ids: list[int]) -> dict:
 
 
 def _run_side_by_side(args, pending: list[plan.GridRun], argv: list[str]) -> None:
-    import jax
     groups = device_groups(jax.device_count(), args.device_groups)
     platform = jax.devices()[0].platform
     queue, lock, failures = list(pending), threading.Lock(), []
@@ -167,8 +171,6 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 
 def write_reports(args, out: Path, runs: list[plan.GridRun], title: str) -> dict:
-    """Tables and figures of the finished runs; returns them with the names of the files written."""
-    import json
     results = [json.loads(r.result_path.read_text()) for r in runs if r.done]
     md1, t1 = tables.table1(results)
     md3, t3 = tables.table3(results, _precisions(args) or None)
@@ -211,7 +213,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     norms = plan.parse_norms(args.norms)
     _precisions(args)
-    overrides = plan.parse_overrides(args.set)
+    overrides = parse_overrides(args.set)
     if "seed" in overrides:
         raise ConfigError(f"--set seed={overrides['seed']}: the seed is what a grid's runs vary, not part of the "
                           f"recipe; use --seeds {overrides['seed']}")

@@ -9,7 +9,6 @@ the runs of one norm vary (config key ``seed``).
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from iln_jax.errors import ConfigError
 from iln_jax.layers.norm_registry import resolve_norm
+from iln_jax.train.configs import apply_overrides, load_config
 
 # The nine norms of the i-LN paper's Table 1 (``biasfree_layernorm`` is Restormer's LN variant).
 PAPER_NORMS = ("layernorm", "batchnorm", "instancenorm", "rmsnorm", "layerscale", "rezero", "none", "ln_star",
@@ -97,25 +97,10 @@ def slug(norm: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", norm)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``["train.num_steps=300", "optim.lr=1e-3"]`` -> ``{"train.num_steps": 300, ...}``."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.num_steps=300)")
-        try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
-    return out
-
-
 def run_config(config_spec: str, norm: str, overrides: dict, seed: int | None = None):
     """The run's config: the spec with ``norm=`` (so norm-dependent defaults such as i-LN's input
     std follow the norm), then the overrides and the seed; keys that do not exist are errors
     naming them."""
-    from iln_jax.train.configs import load_config
     path, _, arg = config_spec.partition(":")
     try:
         config = load_config(f"{path}:{arg + ',' if arg else ''}norm={norm}", lock=False)
@@ -126,22 +111,6 @@ def run_config(config_spec: str, norm: str, overrides: dict, seed: int | None = 
     if seed is not None:
         config.seed = seed
     return config
-
-
-def apply_overrides(config, overrides: dict) -> None:
-    """Set dotted keys on a locked config; keys that do not exist are errors naming them."""
-    for key, value in overrides.items():
-        node, parts = config, key.split(".")
-        for part in parts[:-1]:
-            if part not in node:
-                raise ConfigError(f"--set {key}: the config has no {part!r}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"--set {key}: the config has no {parts[-1]!r}")
-        try:
-            node[parts[-1]] = tuple(value) if isinstance(value, list) else value
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"--set {key}={value!r}: {e}") from None
 
 
 def run_order(seeds: dict[str, list[int]]) -> list[tuple[str, int]]:

@@ -17,12 +17,16 @@ import numpy as np
 
 from iln_jax.errors import IlnJaxError
 from iln_jax.evaluation import benchmarks, tasks
-from iln_jax.evaluation.evaluate import dump_json, evaluate_dataset, measurable
+from iln_jax.evaluation.checkpoints import load_run
+from iln_jax.evaluation.evaluate import evaluate_dataset, measurable
+from iln_jax.paths import dump_json
 from iln_jax.evaluation.precision import precision_report
 from iln_jax.experiments import convergence
 from iln_jax.experiments.plan import GridRun
 from iln_jax.inference.runner import Restorer, input_multiple, output_scale, pad_batch, padded_size
 from iln_jax.layers.norm_registry import module_class, resolve_norm
+from iln_jax.paths import dump_json
+from iln_jax.train import NonFiniteLossError, train_and_evaluate
 
 _STOCHASTIC_FIELDS = ("drop_rate", "attn_drop_rate", "drop_path_rate")
 
@@ -79,10 +83,6 @@ def _summary_status(summary: dict) -> str:
 def execute(run: GridRun, config, *, data_root: Optional[str], datasets: list[str],
             precisions: tuple[str, ...] = ("fp16", "bf16", "int8", "int4")) -> dict:
     """Train (or resume) and measure one run; returns (and writes) its result."""
-    from iln_jax.evaluation.checkpoints import load_run
-    from iln_jax.train import train_and_evaluate
-    from iln_jax.train.loop import NonFiniteLossError
-
     diverged = None
     try:
         summary = train_and_evaluate(config, run.workdir)

@@ -16,9 +16,13 @@ import argparse
 import jax
 import numpy as np
 
-from iln_jax.evaluation import cli
+from iln_jax import cli
+from iln_jax.data.embedded import photo
+from iln_jax.errors import run_cli
 from iln_jax.export.artifact import load
 from iln_jax.export.exporter import DTYPES, export_restorer
+from iln_jax.inference.precision import nonfinite_pixels
+from iln_jax.layers.padding import OFFICIAL_PADDINGS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("export")
     g.add_argument("--out", required=True, help="file to write (.npz)")
     g.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="weights and activations")
-    g.add_argument("--padding", choices=("reflect", "symmetric"), help="default: the model's (--pretrained: the "
+    g.add_argument("--padding", choices=OFFICIAL_PADDINGS, help="default: the model's (--pretrained: the "
                                                                        "official test script's)")
     g.add_argument("--height", type=int, help="export one fixed size (with --width) instead of any size")
     g.add_argument("--width", type=int)
@@ -40,14 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_image(channels: int, height: int, width: int) -> np.ndarray:
     """A crop of an embedded photo (240x240) as float32 in [0, 1]."""
-    from iln_jax.data.embedded import photo
     return photo("astronaut", channels)[:height, :width].astype(np.float32) / 255.0
 
 
 def check(path, module, variables, padding: str) -> dict:
     """Run the written file and the float32 model on a photo (of an odd size that is not a multiple of
     the model's, for any-size files); max |difference| and non-finite pixels."""
-    from iln_jax.inference.precision import nonfinite_pixels
     exported = load(path)
     meta = exported.meta
     m = meta["multiple"]
@@ -92,5 +94,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from iln_jax.errors import run_cli
     run_cli("export", main)

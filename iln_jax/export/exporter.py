@@ -29,7 +29,7 @@ class ExportError(IlnJaxError, ValueError):
 
 
 def pad_to_multiple_symbolic(x: jnp.ndarray, multiple: int, mode: str) -> jnp.ndarray:
-    """Bottom/right padding of ``iln_jax.layers.window.pad_to_multiple`` for symbolic H and W >= multiple."""
+    """Bottom/right padding of ``iln_jax.layers.padding.pad_to_multiple`` for symbolic H and W >= multiple."""
     if mode == "none" or multiple == 1:
         return x
     h, w = x.shape[1:3]
@@ -39,7 +39,8 @@ def pad_to_multiple_symbolic(x: jnp.ndarray, multiple: int, mode: str) -> jnp.nd
     elif mode == "symmetric":  # always 1..multiple pixels (the SwinIR/DRCT test scripts)
         static, height, width = multiple, multiple * (h // multiple + 1), multiple * (w // multiple + 1)
     else:
-        raise ExportError(f"Unknown padding {mode!r}; valid: reflect, symmetric, none")
+        from iln_jax.layers.padding import PADDINGS  # on use, as in export_restorer
+        raise ExportError(f"Unknown padding {mode!r}; valid: {', '.join(PADDINGS)}")
     return jnp.pad(x, ((0, 0), (0, static), (0, static), (0, 0)), mode=mode)[:, :height, :width]
 
 
@@ -60,6 +61,15 @@ def _portable_attention(module, platforms: Optional[Sequence[str]]):
     return module.clone(attention_impl="xla")
 
 
+def _portable_convs(module, platforms: Optional[Sequence[str]]):
+    """``conv_impl="auto"`` formulates convolutions for the backend that *traces* them (XLA:CPU's
+    workarounds on a CPU); an artifact that must run elsewhere gets XLA's own convolutions."""
+    here = jax.export.default_export_platform()
+    if getattr(module, "conv_impl", "xla") == "xla" or set(platforms or (here,)) == {here}:
+        return module
+    return module.clone(conv_impl="xla")
+
+
 def export_restorer(module, variables: dict, *, dtype: str = "float32", padding: Optional[str] = None,
                     height: Optional[int] = None, width: Optional[int] = None,
                     platforms: Optional[Sequence[str]] = None, meta: Optional[dict] = None) -> ExportedRestorer:
@@ -71,6 +81,7 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
     height, width: export one fixed image size (batch stays symbolic) instead of symbolic ones.
     platforms: e.g. ("cpu", "cuda") for one artifact serving both; default: the current backend.
     """
+    # Imported on use: ``iln_jax.export.load`` (this package) must run where the model code is absent.
     from iln_jax.inference import precision as precision_lib
     from iln_jax.inference.runner import input_multiple, output_scale
     if dtype not in DTYPES:
@@ -80,7 +91,7 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
     run_module, run_vars = precision_lib.for_precision(module, variables, DTYPES[dtype])
     mode = padding or getattr(module, "padding", "none")
     multiple, scale, channels = input_multiple(module), output_scale(module), _channels(module)
-    run_module = _portable_attention(run_module, platforms)
+    run_module = _portable_convs(_portable_attention(run_module, platforms), platforms)
     leaves, treedef = jax.tree.flatten(run_vars)
     fixed = height is not None
     if fixed:
@@ -115,5 +126,6 @@ def export_restorer(module, variables: dict, *, dtype: str = "float32", padding:
             "padding": mode, "multiple": multiple, "channels": channels, "min_size": 1 if fixed else multiple,
             "height": height, "width": width, "platforms": list(exported.platforms), "jax_version": jax.__version__,
             "attention_impl": getattr(run_module, "attention_impl", None),
+            "conv_impl": getattr(run_module, "conv_impl", None),
             **(meta or {})}
     return ExportedRestorer(exported, [jax.device_get(leaf) for leaf in leaves], info)

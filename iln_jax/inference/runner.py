@@ -48,10 +48,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from iln_jax.errors import IlnJaxError
 from iln_jax import xla_options
 from iln_jax.inference import ensemble, precision as precision_lib, tiling
+from iln_jax.layers.padding import PADDINGS
 
 log = logging.getLogger(__name__)
 
-PADDINGS = ("reflect", "symmetric", "none")
 DEFAULT_OVERLAP = 32
 # Candidate tile sides tried by automatic tiling, largest first.
 _AUTO_TILES = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32, 16)
@@ -64,14 +64,9 @@ class InsufficientMemoryError(IlnJaxError, MemoryError):
 
 
 def input_multiple(module) -> int:
-    """The size the model pads its input to a multiple of (window for SR transformers, 8 for the U-Nets)."""
-    from iln_jax.models.sr_shell import SRTransformer
-    from iln_jax.models.unet_shell import MULTIPLE, ChannelAttentionUNet
-    if isinstance(module, SRTransformer):
-        return module.window_size
-    if isinstance(module, ChannelAttentionUNet):
-        return MULTIPLE
-    return 1
+    """The size the model pads its input to a multiple of (its ``input_multiple``: the window for the
+    SR transformers, 8 for the U-Nets); 1 for a module that does not pad."""
+    return int(getattr(module, "input_multiple", 1))
 
 
 def output_scale(module) -> int:
@@ -116,7 +111,7 @@ def choose_bucket(sizes, multiple: int, mode: str, max_shapes: int) -> int:
 
 
 def pad_batch(x: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
-    """Pad an NHWC batch at the bottom/right to (height, width) as ``layers.window.pad_to_multiple``:
+    """Pad an NHWC batch at the bottom/right to (height, width) as ``layers.padding.pad_to_multiple``:
     'reflect' unless a pad reaches the image size (then 'symmetric', like the model), 'symmetric'."""
     h, w = x.shape[1:3]
     ph, pw = height - h, width - w

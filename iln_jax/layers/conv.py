@@ -16,16 +16,23 @@ forward and backward, 6 s in a loop). On the CPU, therefore:
   5.1 s -> 0.34 s, the same planned memory).
 
 Other backends (GPU, TPU) keep ``lax.conv_general_dilated`` and autodiff, and so does every backend
-with ``ILN_JAX_CONV=xla`` (read when a model is traced; to compare, or to rule the formulations
-out). Every formulation computes the same sums (float32 round-off apart); the parameters are
-``nn.Conv``'s (``kernel``: ``(*kernel_size, in // groups, out)``, ``bias``), so checkpoints and the
-PyTorch converters are unchanged.
+for a model with ``conv_impl="xla"`` (to compare, or to rule the formulations out). Every
+formulation computes the same sums (float32 round-off apart); the parameters are ``nn.Conv``'s
+(``kernel``: ``(*kernel_size, in // groups, out)``, ``bias``), so checkpoints and the PyTorch
+converters are unchanged.
+
+The choice is a model field, ``conv_impl`` (:data:`CONV_IMPLS`), like ``attention_impl``. Convs sit
+in every block of every backbone, so instead of a field on each of them the model's shell traces
+its forward inside :func:`conv_impl_scope`, and :func:`conv` reads the formulation from there
+while it is traced. ``ILN_JAX_CONV=auto|xla`` in the environment overrides every model's field.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -37,8 +44,12 @@ from iln_jax.layers.linear import linear
 # The name remat policies use to keep convolution outputs (iln_jax.models.REMAT_POLICIES).
 CONV_OUTPUT = "conv_output"
 # "auto": the per-backend formulations below; "xla": lax.conv_general_dilated on every backend.
+CONV_IMPLS = ("auto", "xla")
+# When set, overrides the conv_impl of every model (e.g. to time a config both ways unedited).
 CONV_ENV = "ILN_JAX_CONV"
-FORMULATIONS = ("auto", "xla")
+
+# The conv_impl of the model being traced (set by its shell through conv_impl_scope).
+_TRACED_IMPL = contextvars.ContextVar("conv_impl", default="auto")
 
 _DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
@@ -142,11 +153,27 @@ def _offsets(size: Sequence[int]):
     return offsets
 
 
+@contextlib.contextmanager
+def conv_impl_scope(impl: str) -> Iterator[None]:
+    """Convolutions traced inside use ``impl`` (one of :data:`CONV_IMPLS`); a model's shell wraps its
+    forward in it with the model's ``conv_impl``."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"Unknown conv_impl {impl!r}; valid: {', '.join(CONV_IMPLS)}")
+    token = _TRACED_IMPL.set(impl)
+    try:
+        yield
+    finally:
+        _TRACED_IMPL.reset(token)
+
+
 def formulation() -> str:
-    """The formulation ``ILN_JAX_CONV`` asks for (default ``auto``)."""
-    value = os.environ.get(CONV_ENV, "auto")
-    if value not in FORMULATIONS:
-        raise ValueError(f"{CONV_ENV}={value!r}: expected one of {', '.join(FORMULATIONS)}")
+    """The formulation of the convolution being traced: ``ILN_JAX_CONV`` when set, else the traced
+    model's ``conv_impl`` (``auto`` outside any model)."""
+    value = os.environ.get(CONV_ENV)
+    if value is None:
+        return _TRACED_IMPL.get()
+    if value not in CONV_IMPLS:
+        raise ValueError(f"{CONV_ENV}={value!r}: expected one of {', '.join(CONV_IMPLS)}")
     return value
 
 

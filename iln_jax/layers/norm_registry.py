@@ -2,7 +2,7 @@
 
 ``norm=`` (``models.create`` and the config key ``model.norm``) takes
 
-* a registered name: the built-in grid (``iln_jax.layers.norms.NORMS``) and whatever
+* a registered name: the built-in grid (``iln_jax.layers.norms.BUILTIN_NORMS``) and whatever
   :func:`register_norm` added since (the registry is live: every check reads it);
 * an import path ``"package.module:attr"``, where ``attr`` is a Flax module class (used in both
   slots), a :class:`NormSpec`, or a parameter-free function ``f(x) -> (y, branch_scale)``
@@ -29,23 +29,7 @@ from typing import Callable, Optional, Union
 import flax.linen as nn
 
 from iln_jax.errors import ConfigError
-from iln_jax.layers import norms as builtin
-
-ModuleDef = Callable[..., nn.Module]
-
-
-@dataclasses.dataclass(frozen=True)
-class NormSpec:
-    """The norm factories a model uses: ``branch`` before residual branches, ``outer`` elsewhere
-    (after the patch embedding, the final norm of the body). ``outer=None``: the branch norm."""
-
-    name: str
-    branch: ModuleDef
-    outer: Optional[ModuleDef] = None
-
-    def __post_init__(self):
-        if self.outer is None:
-            object.__setattr__(self, "outer", self.branch)
+from iln_jax.layers.norms import BUILTIN_NORMS, ModuleDef, NormSpec
 
 
 class FunctionNorm(nn.Module):
@@ -64,8 +48,7 @@ class FunctionNorm(nn.Module):
 
 NormLike = Union[str, NormSpec]
 
-_REGISTRY: dict[str, NormSpec] = {name: NormSpec(name, branch, outer)
-                                  for name, (branch, outer) in builtin._TABLE.items()}
+_REGISTRY: dict[str, NormSpec] = dict(BUILTIN_NORMS)
 
 
 def register_norm(name: str, branch, outer=None) -> NormSpec:
@@ -74,7 +57,7 @@ def register_norm(name: str, branch, outer=None) -> NormSpec:
     replaces it; a built-in name cannot be replaced."""
     if not isinstance(name, str) or not name or ":" in name:
         raise ConfigError(f"register_norm: name must be a non-empty string without ':', got {name!r}")
-    if name in builtin.NORMS:
+    if name in BUILTIN_NORMS:
         raise ConfigError(f"register_norm: {name!r} is a built-in norm and cannot be replaced")
     spec = NormSpec(name, _as_factory(branch, name), None if outer is None else _as_factory(outer, name))
     _REGISTRY[name] = spec
@@ -87,7 +70,7 @@ def registered_norms() -> tuple[str, ...]:
 
 
 def is_builtin(norm: NormLike) -> bool:
-    return isinstance(norm, str) and norm in builtin.NORMS
+    return isinstance(norm, str) and norm in BUILTIN_NORMS
 
 
 def norm_label(norm: NormLike) -> str:

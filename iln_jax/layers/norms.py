@@ -13,19 +13,22 @@ LayerScale, a learnable scalar for ReZero, and ``1.0`` (folded away by XLA) for 
 Norms always receive the whole image's tokens (before any window partition), so holistic and
 instance statistics are per image, never per window.
 
-A model asks ``norm_registry.make_norm`` once for a ``NormSpec``: ``branch`` is the norm in front of
-every residual branch, ``outer`` the norm for places without a residual around them (after the
+A model asks ``norm_registry.make_norm`` once for a :class:`NormSpec`: ``branch`` is the norm in front
+of every residual branch, ``outer`` the norm for places without a residual around them (after the
 patch embedding, and the final norm of the body). i-LN turns ``outer`` into a plain per-channel
-affine as the official code does; ``rezero`` and ``none`` turn it into the identity.
+affine as the official code does; ``rezero`` and ``none`` turn it into the identity. This module
+holds the built-in grid (:data:`BUILTIN_NORMS`); ``norm_registry`` adds user norms and resolves names.
 
 Parameter names: ``scale``/``bias`` (per-channel affine), ``branch_scale`` (LayerScale), ``alpha``
 (ReZero); BatchNorm keeps running ``mean``/``var`` in the ``batch_stats`` collection.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Callable, Optional
+import types
+from typing import Callable, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -252,33 +255,32 @@ class HolisticLayerNorm(nn.Module):
         return _affine(self, y), scale
 
 
-def _spec(branch: ModuleDef, outer: Optional[ModuleDef] = None):
-    return branch, (branch if outer is None else outer)
+@dataclasses.dataclass(frozen=True)
+class NormSpec:
+    """The norm factories a model uses: ``branch`` before residual branches, ``outer`` elsewhere
+    (after the patch embedding, the final norm of the body). ``outer=None``: the branch norm."""
+
+    name: str
+    branch: ModuleDef
+    outer: Optional[ModuleDef] = None
+
+    def __post_init__(self):
+        if self.outer is None:
+            object.__setattr__(self, "outer", self.branch)
 
 
-# name -> (branch factory, outer factory): the built-in grid. Users add norms with
-# ``iln_jax.layers.norm_registry.register_norm`` (or pass an import path / a NormSpec).
-_TABLE: dict[str, tuple[ModuleDef, ModuleDef]] = {
-    "layernorm": _spec(LayerNorm),
-    "rmsnorm": _spec(RMSNorm),
-    "layerscale": _spec(LayerScale, LayerNorm),
-    "rezero": _spec(ReZero, Identity),
-    "none": _spec(Identity),
-    "instancenorm": _spec(InstanceNorm),
-    "batchnorm": _spec(BatchNorm),
-    "ln_star": _spec(HolisticLayerNorm),
-    "iln": _spec(functools.partial(HolisticLayerNorm, rescale=True), Affine),
-    "biasfree_layernorm": _spec(BiasFreeLayerNorm),
-}
-# The built-in names (fixed); the live list, with registered norms, is norm_registry.registered_norms().
-NORMS: tuple[str, ...] = tuple(_TABLE)
-
-_REGISTRY_NAMES = ("NormSpec", "make_norm", "register_norm", "registered_norms", "resolve_norm")
-
-
-def __getattr__(name):
-    # The registry lives in norm_registry (it imports this module); these names stay importable here.
-    if name in _REGISTRY_NAMES:
-        from iln_jax.layers import norm_registry
-        return getattr(norm_registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The built-in grid, fixed. Users add norms with ``iln_jax.layers.norm_registry.register_norm``
+# (or pass an import path / a NormSpec); the live list is ``norm_registry.registered_norms()``.
+BUILTIN_NORMS: Mapping[str, NormSpec] = types.MappingProxyType({spec.name: spec for spec in (
+    NormSpec("layernorm", LayerNorm),
+    NormSpec("rmsnorm", RMSNorm),
+    NormSpec("layerscale", LayerScale, LayerNorm),
+    NormSpec("rezero", ReZero, Identity),
+    NormSpec("none", Identity),
+    NormSpec("instancenorm", InstanceNorm),
+    NormSpec("batchnorm", BatchNorm),
+    NormSpec("ln_star", HolisticLayerNorm),
+    NormSpec("iln", functools.partial(HolisticLayerNorm, rescale=True), Affine),
+    NormSpec("biasfree_layernorm", BiasFreeLayerNorm),
+)})
+NORMS: tuple[str, ...] = tuple(BUILTIN_NORMS)

@@ -73,31 +73,6 @@ def shifted_window_mask(height, width, window_size: int, shift_size: int, dtype=
     return jnp.where(label[:, None, :] != label[:, :, None], MASK_VALUE, 0.0).astype(dtype)
 
 
-def pad_to_multiple(x: jnp.ndarray, multiple: int, mode: str) -> jnp.ndarray:
-    """Pad H and W (bottom/right) of an NHWC batch the way the official code does.
-
-    ``"reflect"``: only when needed, to the next multiple (SwinIR's forward, HAT/DRCT/Restormer
-    wrappers). ``"symmetric"``: always by ``(h // m + 1) * m - h`` with a mirror that repeats the edge
-    pixel (SwinIR/DRCT test scripts, which produced the papers' numbers). ``"none"``: no padding.
-    """
-    h, w = x.shape[1:3]
-    if mode == "reflect":
-        ph, pw = (-h) % multiple, (-w) % multiple
-        if ph == pw == 0:
-            return x
-        if ph >= h or pw >= w:  # reflect cannot pad more than size-1; torch raises, we fall back
-            return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
-        return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
-    if mode == "symmetric":
-        ph, pw = (h // multiple + 1) * multiple - h, (w // multiple + 1) * multiple - w
-        return jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
-    if mode == "none":
-        if h % multiple or w % multiple:
-            raise ValueError(f"Input size {h}x{w} is not a multiple of {multiple} and padding='none'")
-        return x
-    raise ValueError(f"Unknown padding {mode!r}; valid: 'reflect', 'symmetric', 'none'")
-
-
 def overlap_window_size(window_size: int, overlap_ratio: float) -> int:
     """HAT's overlapping key/value window: ``ws + int(overlap_ratio * ws)``, widened equally on both sides.
 

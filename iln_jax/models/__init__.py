@@ -8,7 +8,8 @@ import flax.linen as nn
 
 from iln_jax.errors import ConfigError
 from iln_jax.layers.attention import ATTENTION_IMPLS  # noqa: F401
-from iln_jax.layers.norm_registry import NormLike, registered_norms, resolve_norm
+from iln_jax.layers.conv import CONV_IMPLS  # noqa: F401
+from iln_jax.layers.norm_registry import NormLike, registered_norms
 from iln_jax.models.checks import check_model
 from iln_jax.models.stacking import REMAT_POLICIES  # noqa: F401
 from iln_jax.models.variants import VARIANTS, variant_arch, variant_kwargs  # noqa: F401
@@ -54,14 +55,14 @@ def create(arch: str, *, norm: NormLike = "layernorm", **kwargs) -> nn.Module:
     Execution options (same function, other program): ``scan_layers=True`` scans the repeated
     blocks and identical groups (variables stacked; ``iln_jax.models.scan_layout`` maps them to the
     official names), ``remat_policy`` (one of ``REMAT_POLICIES``; the official
-    ``use_checkpoint=True`` means ``"block"``) recomputes blocks in the backward pass, and
-    ``attention_impl`` (``ATTENTION_IMPLS``) chooses the attention kernel.
+    ``use_checkpoint=True`` means ``"block"``) recomputes blocks in the backward pass,
+    ``attention_impl`` (``ATTENTION_IMPLS``) chooses the attention kernel and ``conv_impl``
+    (``CONV_IMPLS``) the formulation of the convolutions (``iln_jax/layers/conv.py``).
 
     ``norm`` is a registered name, an import path ``"package.module:attr"`` or a ``NormSpec``
     (``iln_jax.layers.norm_registry``).
     """
     cls = model_class(arch)
-    resolve_norm(norm)  # a bad name or import path fails here, in one line
     if "norm_layer" in kwargs:
         raise ConfigError("norm_layer is PyTorch's class argument; choose a norm with norm=... "
                           f"(a name: {', '.join(registered_norms())}; an import path 'module:attr'; a NormSpec)")

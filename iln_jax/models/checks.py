@@ -11,21 +11,30 @@ import math
 from typing import Sequence
 
 from iln_jax.errors import ConfigError
+from iln_jax.layers.attention import ATTENTION_IMPLS
+from iln_jax.layers.conv import CONV_IMPLS
+from iln_jax.layers.norm_registry import resolve_norm
+from iln_jax.layers.padding import PADDINGS
+from iln_jax.models.drct import rdg_block_geometry
+from iln_jax.models.sr_shell import UPSAMPLERS
+from iln_jax.models.stacking import REMAT_POLICIES
+from iln_jax.models.unet_shell import LEVEL_ROW, LEVEL_WIDTH
 
 
 def check_model(arch: str, module) -> None:
     """Raise :class:`ConfigError` for the first constructor argument ``module`` cannot be built with."""
-    from iln_jax.layers.norm_registry import resolve_norm
     resolve_norm(module.norm)  # the live registry, import paths and NormSpecs
+    if module.padding not in PADDINGS:
+        _fail(arch, f"Unknown padding {module.padding!r}; valid: {', '.join(PADDINGS)}")
+    if module.conv_impl not in CONV_IMPLS:
+        _fail(arch, f"Unknown conv_impl {module.conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
     if hasattr(module, "embed_dim"):
         _check_sr_transformer(arch, module)
     elif hasattr(module, "num_blocks"):
         _check_unet(arch, module)
     policy = getattr(module, "remat_policy", None)
-    if policy is not None:
-        from iln_jax.models.stacking import REMAT_POLICIES
-        if policy not in REMAT_POLICIES:
-            _fail(arch, f"Unknown remat_policy {policy!r}; valid: {', '.join(REMAT_POLICIES)}")
+    if policy is not None and policy not in REMAT_POLICIES:
+        _fail(arch, f"Unknown remat_policy {policy!r}; valid: {', '.join(REMAT_POLICIES)}")
 
 
 def _fail(arch: str, text: str) -> None:
@@ -47,8 +56,6 @@ def _per_group(arch: str, module, names: Sequence[str]) -> int:
 
 
 def _check_sr_transformer(arch: str, m) -> None:
-    from iln_jax.models.sr_shell import UPSAMPLERS
-
     _positive(arch, m, "embed_dim", "window_size", "img_size", "in_chans", "mlp_ratio")
     groups = _per_group(arch, m, ("depths", "num_heads"))
     if groups == 0:
@@ -60,10 +67,8 @@ def _check_sr_transformer(arch: str, m) -> None:
             _fail(arch, f"num_heads[{i}]={heads} does not divide embed_dim={m.embed_dim} "
                         f"(each head gets embed_dim / num_heads channels)")
     impl = getattr(m, "attention_impl", None)
-    if impl is not None:
-        from iln_jax.layers.attention import ATTENTION_IMPLS
-        if impl not in ATTENTION_IMPLS:
-            _fail(arch, f"Unknown attention_impl {impl!r}; valid: {', '.join(ATTENTION_IMPLS)}")
+    if impl is not None and impl not in ATTENTION_IMPLS:
+        _fail(arch, f"Unknown attention_impl {impl!r}; valid: {', '.join(ATTENTION_IMPLS)}")
     if m.upsampler not in UPSAMPLERS:
         _fail(arch, f"Unknown upsampler {m.upsampler!r}; valid: {', '.join(repr(u) for u in UPSAMPLERS)}")
     if m.upsampler:
@@ -81,7 +86,6 @@ def _check_sr_transformer(arch: str, m) -> None:
                         f"squeeze_factor={m.squeeze_factor} (the channel-attention convs would have no channels)")
     if arch == "drct":
         _positive(arch, m, "gc")
-        from iln_jax.models.drct import rdg_block_geometry
         for heads in dict.fromkeys(m.num_heads):
             for k in range(1, 6):
                 try:
@@ -91,8 +95,6 @@ def _check_sr_transformer(arch: str, m) -> None:
 
 
 def _check_unet(arch: str, m) -> None:
-    from iln_jax.models.unet_shell import LEVEL_ROW, LEVEL_WIDTH
-
     _positive(arch, m, "dim", "inp_channels", "out_channels", "ffn_expansion_factor")
     for name in ("num_blocks", "heads"):
         if len(getattr(m, name)) != 4:

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax.models.sr_shell import SRTransformer
+
 Flat = dict[tuple[str, ...], Any]
 
 
@@ -30,7 +32,6 @@ def unrolled(module):
 
 def example_shape(module) -> tuple[int, ...]:
     """A small input that every backbone accepts and whose size does not change parameter shapes."""
-    from iln_jax.models.sr_shell import SRTransformer
     if isinstance(module, SRTransformer):
         side = module.img_size if module.ape else module.window_size
         return (1, side, side, module.in_chans)

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from iln_jax.layers.basic import conv, leaky_relu, pixel_shuffle, trunc_normal_init
+from iln_jax.layers.conv import conv_impl_scope
 from iln_jax.layers.norm_registry import NormSpec, make_norm
 from iln_jax.layers.norms import ILN_RGB_STD, ModuleDef
-from iln_jax.layers.window import pad_to_multiple
+from iln_jax.layers.padding import pad_to_multiple
 from iln_jax.models import stacking
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by every official SR transformer
@@ -100,6 +101,7 @@ class SRTransformer(nn.Module):
     bn_axis_name: Optional[str] = None
     dtype: Any = None  # computation dtype (None: float32); parameters stay float32
     attention_impl: str = "xla"  # iln_jax.layers.attention.ATTENTION_IMPLS
+    conv_impl: str = "auto"  # iln_jax.layers.conv.CONV_IMPLS (ILN_JAX_CONV overrides it)
     scan_layers: bool = False  # scan the repeated blocks and identical groups (iln_jax.models.stacking)
     remat_policy: str = "none"  # iln_jax.models.REMAT_POLICIES; use_checkpoint=True means "block"
 
@@ -163,6 +165,11 @@ class SRTransformer(nn.Module):
     def scale(self) -> int:
         return 1 if self.upsampler == "" else self.upscale
 
+    @property
+    def input_multiple(self) -> int:
+        """The model pads its input to a multiple of this (its window)."""
+        return self.window_size
+
     def _features(self, x, norm: NormSpec, deterministic: bool):
         if self.patch_norm:
             x = PatchEmbed(norm.outer, name="patch_embed")(x)
@@ -206,6 +213,10 @@ class SRTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        with conv_impl_scope(self.conv_impl):  # every conv of this forward, scanned or rematerialised
+            return self._forward(x, train)
+
+    def _forward(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         self._validate(x)
         norm = make_norm(self.norm, train=train, axis_name=self.bn_axis_name, eps=self.norm_eps)
         h, w = x.shape[1:3]
@@ -213,7 +224,7 @@ class SRTransformer(nn.Module):
         # numpy float32 constants are not weakly typed: left as they are, they would promote
         # fp16/bf16 features back to float32 for the whole network.
         mean, std = self._mean_std()
-        x = pad_to_multiple(x.astype(dtype), self.window_size, self.padding)
+        x = pad_to_multiple(x.astype(dtype), self.input_multiple, self.padding)
         x = (x - jnp.asarray(mean, dtype)) * jnp.asarray(self.img_range / std, dtype)
         first = conv(self.embed_dim, 3, name="conv_first")(x)
         body = self._features(first, norm, deterministic=not train)

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 
 from iln_jax.layers.basic import conv, pixel_shuffle, pixel_unshuffle
 from iln_jax.layers.channel_attention import TransformerBlock
+from iln_jax.layers.conv import conv_impl_scope
 from iln_jax.layers.norm_registry import NormSpec, make_norm
-from iln_jax.layers.window import pad_to_multiple
+from iln_jax.layers.padding import pad_to_multiple
 from iln_jax.models import stacking
 
 LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
@@ -100,6 +101,7 @@ class ChannelAttentionUNet(nn.Module):
     value_transform_levels: str = "all"
     scan_layers: bool = False  # scan the blocks of every level (iln_jax.models.stacking)
     remat_policy: str = "none"  # iln_jax.models.REMAT_POLICIES
+    conv_impl: str = "auto"  # iln_jax.layers.conv.CONV_IMPLS (ILN_JAX_CONV overrides it)
 
     # Whether the blocks thread a state (HINT's cache) that the first attention block creates:
     # scanned, that block runs on its own (the scan carry must keep one structure).
@@ -121,6 +123,11 @@ class ChannelAttentionUNet(nn.Module):
         return LEVEL_ROW[level]
 
     # -------------------------------------------------------------------------------------------
+    @property
+    def input_multiple(self) -> int:
+        """The model pads its input to a multiple of this (its three 2x downsamplings)."""
+        return MULTIPLE
+
     def norm_name(self) -> str:
         """``LayerNorm_type='BiasFree'`` selects Restormer's bias-free LN when the norm is layernorm.
 
@@ -190,11 +197,15 @@ class ChannelAttentionUNet(nn.Module):
 
     def _unet(self, x, *, train: bool, carry=None):
         """The whole forward on an NHWC batch -> (output, carry)."""
+        with conv_impl_scope(self.conv_impl):  # every conv of this forward, scanned or rematerialised
+            return self._forward(x, train, carry)
+
+    def _forward(self, x, train: bool, carry):
         self._validate(x)
         norm = make_norm(self.norm_name(), train=train, axis_name=self.bn_axis_name, eps=self.norm_eps)
         h, w = x.shape[1:3]
         dtype = self.dtype or jnp.float32
-        inp = pad_to_multiple(x.astype(dtype), MULTIPLE, self.padding)
+        inp = pad_to_multiple(x.astype(dtype), self.input_multiple, self.padding)
         conv_kw = dict(use_bias=self.bias, dtype=self.dtype)
 
         emb = OverlapPatchEmbed(self.dim, self.dtype, name="patch_embed")(inp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from iln_jax.errors import run_cli
 from iln_jax.pretrained.load import fetch, load_pretrained
 from iln_jax.pretrained.registry import converted_path, download_path, entries, get, record
 
@@ -69,5 +70,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from iln_jax.errors import run_cli
     run_cli("pretrained", main)

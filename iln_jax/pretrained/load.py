@@ -9,6 +9,7 @@ sha256 is not the source's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -16,9 +17,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
+import jax
+import numpy as np
+
+from iln_jax import convert
+from iln_jax.convert.state_dict import load_state_dict, read_pth
+from iln_jax.evaluation.checkpoints import CheckpointMismatchError, LoadedModel, guess_arch, load_run
 from iln_jax.pretrained import transfer
+from iln_jax.pretrained.entry import Pretrained
 from iln_jax.pretrained.errors import DownloadError, NotDownloadableError, PretrainedError
-from iln_jax.pretrained.registry import Pretrained, converted_path, download_path, get
+from iln_jax.pretrained.registry import converted_path, download_path, get
+from iln_jax.train.checkpoint import Checkpointer, load_config
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,6 @@ def fetch(name_or_entry, *, cache_dir: Optional[str | os.PathLike] = None, progr
 
 def _fingerprint(entry: Pretrained) -> dict:
     """What the converted weights depend on (JSON-comparable)."""
-    import json
     return json.loads(json.dumps({"arch": entry.arch, "constructor": entry.constructor_kwargs(),
                                   "param_key": entry.param_key, "file_name": entry.file_name}))
 
@@ -77,7 +85,6 @@ def _fingerprint(entry: Pretrained) -> dict:
 def _official_state_dict(entry: Pretrained, path: Path) -> dict:
     """The state_dict the official test loads: ``param_key`` when the file has it, else the official
     loaders' fallback (BasicSR: ``params``; SwinIR: the whole file), as ``load_state_dict`` picks."""
-    from iln_jax.convert.state_dict import load_state_dict, read_pth
     try:
         obj = read_pth(str(path))
     except ValueError as e:  # not a readable .pth: say which model, and how to get a fresh copy
@@ -88,12 +95,6 @@ def _official_state_dict(entry: Pretrained, path: Path) -> dict:
 
 
 def _convert(entry: Pretrained, path: Path, digest: str, target: Path) -> None:
-    import jax
-    import numpy as np
-
-    from iln_jax import convert
-    from iln_jax.evaluation.checkpoints import CheckpointMismatchError, guess_arch
-    from iln_jax.train.checkpoint import Checkpointer
     sd = _official_state_dict(entry, path)
     kwargs = entry.constructor_kwargs()
     try:
@@ -120,7 +121,6 @@ def _convert(entry: Pretrained, path: Path, digest: str, target: Path) -> None:
 
 
 def _cached_config(target: Path) -> Optional[dict]:
-    from iln_jax.train.checkpoint import load_config
     if not (target / "checkpoints").is_dir():
         return None
     try:
@@ -129,10 +129,10 @@ def _cached_config(target: Path) -> Optional[dict]:
         return None
 
 
-def load_pretrained(name_or_entry, *, cache_dir: Optional[str | os.PathLike] = None, progress: bool = True):
+def load_pretrained(name_or_entry, *, cache_dir: Optional[str | os.PathLike] = None,
+                    progress: bool = True) -> LoadedModel:
     """The ``LoadedModel`` (module with the official padding, variables, task settings) of a
     registry name (or a :class:`Pretrained` entry)."""
-    from iln_jax.evaluation.checkpoints import load_run
     entry = _entry(name_or_entry, cache_dir)
     target = converted_path(entry, cache_dir)
     config = _cached_config(target)

@@ -1,11 +1,9 @@
-"""The registry entry of an official checkpoint, the cache directory, and local records.
+"""Every official checkpoint by name (the built-in ``zoo`` and local records), and the cache.
 
-An entry says everything a faithful evaluation needs: the converter arch and the official
-constructor arguments (a named variant of ``iln_jax.models.variants`` plus overrides), the task,
-scale and noise/JPEG setting, the padding of the official test script, the state_dict entry it
-loads, the file name and where the file is published. ``size``/``sha256`` are None until someone
-has a verified copy; ``python -m iln_jax.pretrained record NAME`` then writes them to the local
-records file ``<cache>/registry.json`` (and prints the line to paste into ``zoo.py``).
+An entry (:class:`iln_jax.pretrained.entry.Pretrained`) says everything a faithful evaluation
+needs. ``size``/``sha256`` are None until someone has a verified copy; ``python -m
+iln_jax.pretrained record NAME`` then writes them to the local records file
+``<cache>/registry.json`` (and prints the line to paste into ``zoo.py``).
 
 ``<cache>/registry.json`` maps names to records. For a built-in name only ``url``, ``size`` and
 ``sha256`` may be given (e.g. a lab mirror of a Google Drive file); a new name takes a whole entry
@@ -17,74 +15,16 @@ import dataclasses
 import difflib
 import json
 import os
-import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Optional
 
+from iln_jax.pretrained.entry import Pretrained
 from iln_jax.pretrained.errors import PretrainedError
+from iln_jax.pretrained.zoo import ZOO
 
 CACHE_ENV = "ILN_JAX_CACHE"
 RECORDS_FILE = "registry.json"
 OVERRIDABLE = ("url", "size", "sha256")
-TASKS = ("sr", "dn", "car", "dr")
-PADDINGS = ("reflect", "symmetric")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-    name: str
-    arch: str                    # converter arch: swinir, hat, hat_iln, drct, restormer, hint
-    file_name: str               # the official file name (also its name in the cache)
-    page: str                    # the official page that lists the file
-    task: str                    # sr | dn | car | dr (iln_jax.evaluation.tasks)
-    scale: int = 1
-    padding: str = "reflect"     # the official test script's: reflect (to the next multiple) | symmetric
-    variant: Optional[str] = None                          # iln_jax.models.variants name
-    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # official arguments over the variant's
-    param_key: Optional[str] = None   # the entry the official test loads (it falls back like the official loader)
-    url: Optional[str] = None         # a direct download; None: the file must be fetched by hand from ``page``
-    size: Optional[int] = None
-    sha256: Optional[str] = None
-    noise_sigma: Optional[float] = None   # dn: the noise level of the model (blind models: the usual 25)
-    jpeg_quality: Optional[int] = None    # car
-    note: str = ""
-
-    def constructor_kwargs(self) -> dict:
-        """The official constructor arguments (for ``convert.from_torch(self.arch, ...)``), padding included."""
-        from iln_jax import models
-        kwargs = models.variant_kwargs(self.variant, **self.kwargs) if self.variant else dict(self.kwargs)
-        if self.task == "sr":
-            kwargs["upscale"] = self.scale
-        return {**kwargs, "padding": self.padding}
-
-    def data_settings(self) -> dict:
-        """The task settings ``eval.py`` reads from a run's config (``LoadedModel.data_defaults``)."""
-        out = {"task": self.task, "scale": self.scale}
-        if self.noise_sigma is not None:
-            out["noise_sigma"] = self.noise_sigma
-        if self.jpeg_quality is not None:
-            out["jpeg_quality"] = self.jpeg_quality
-        return out
-
-    def validate(self, origin: str = "the registry") -> None:
-        problems = []
-        if self.task not in TASKS:
-            problems.append(f"task {self.task!r} (valid: {', '.join(TASKS)})")
-        if self.padding not in PADDINGS:
-            problems.append(f"padding {self.padding!r} (valid: {', '.join(PADDINGS)})")
-        if self.task != "sr" and self.scale != 1:
-            problems.append(f"scale {self.scale} for task {self.task!r} (only sr has a scale)")
-        if self.sha256 is not None and not _SHA256.fullmatch(str(self.sha256)):
-            problems.append(f"sha256 {self.sha256!r} (expected 64 lowercase hex digits)")
-        if self.size is not None and (not isinstance(self.size, int) or self.size <= 0):
-            problems.append(f"size {self.size!r} (expected a positive number of bytes)")
-        if self.url is not None and not str(self.url).startswith(("https://", "http://")):
-            problems.append(f"url {self.url!r} (expected http(s)://...)")
-        if os.path.basename(self.file_name) != self.file_name or not self.file_name:
-            problems.append(f"file_name {self.file_name!r} (a bare file name)")
-        if problems:
-            raise PretrainedError(f"{origin}: entry {self.name!r} has a bad " + "; ".join(problems))
 
 
 def cache_dir(path: Optional[str | os.PathLike] = None) -> Path:
@@ -144,7 +84,6 @@ def _apply_record(builtin: Optional[Pretrained], name: str, record: dict, origin
 
 def entries(cache: Optional[str | os.PathLike] = None) -> dict[str, Pretrained]:
     """Every model by name: the built-in zoo with the local records applied."""
-    from iln_jax.pretrained.zoo import ZOO
     out = {e.name: e for e in ZOO}
     origin = _records_path(cache)
     for name, record in read_records(cache).items():

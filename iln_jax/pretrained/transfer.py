@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from tqdm import tqdm
+
 from iln_jax.pretrained.errors import DownloadError, VerificationError
 
 CHUNK_BYTES = 1 << 20
@@ -58,7 +60,6 @@ def _total_size(response, offset: int) -> Optional[int]:
 
 def _transfer(url: str, part: Path, *, progress: bool, timeout: float, desc: str) -> None:
     """One attempt: append the rest of ``url`` to ``part`` (or rewrite it if the server restarts)."""
-    from tqdm import tqdm
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "iln_jax", **({"Range": f"bytes={offset}-"} if offset else {})}
     try:

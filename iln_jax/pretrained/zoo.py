@@ -19,7 +19,7 @@ No ``size``/``sha256`` is recorded yet: record them from a verified copy with
 """
 from __future__ import annotations
 
-from iln_jax.pretrained.registry import Pretrained
+from iln_jax.pretrained.entry import Pretrained
 
 SWINIR_RELEASE = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
 SWINIR_PAGE = "https://github.com/JingyunLiang/SwinIR/releases/tag/v0.0"

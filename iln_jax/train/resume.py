@@ -38,7 +38,8 @@ from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_sta
 
 MODEL_KEYS = ("model", "data.task", "data.scale", "data.channels", "data.noise_sigma", "data.jpeg_quality")
 # Model arguments that change how the forward pass is computed, not the weights.
-COMPUTE_ONLY_KEYS = ("model.kwargs.use_checkpoint", "model.kwargs.remat_policy", "model.kwargs.attention_impl")
+COMPUTE_ONLY_KEYS = ("model.kwargs.use_checkpoint", "model.kwargs.remat_policy", "model.kwargs.attention_impl",
+                     "model.kwargs.conv_impl")
 # Model arguments that change how the weights are laid out, not what they are: the restored state
 # is converted (``iln_jax.train.state.relayout_state``).
 LAYOUT_KEYS = ("model.kwargs.scan_layers",)

@@ -1,15 +1,23 @@
-"""Command-line pieces shared by ``eval.py``, ``python -m iln_jax.analysis`` and the benchmarks:
-the model source flags and the inference flags."""
+"""Command-line pieces shared by ``eval.py``, ``python -m iln_jax.analysis``, ``python -m
+iln_jax.export`` and the benchmarks: where the model comes from (a training run, an official
+checkpoint by name, a .pth) and the inference flags.
+
+It sits above ``evaluation`` and ``pretrained`` (a ``--pretrained`` model is loaded through
+``pretrained``, which loads its converted run through ``evaluation``).
+"""
 from __future__ import annotations
 
 import argparse
 import json
 
+from iln_jax import models
 from iln_jax.errors import ConfigError
 from iln_jax.evaluation.checkpoints import LoadedModel, load_pth, load_run
 from iln_jax.inference.precision import PRECISIONS
-from iln_jax.inference.runner import DEFAULT_OVERLAP, PADDINGS
+from iln_jax.inference.runner import DEFAULT_OVERLAP
 from iln_jax.inference.tiling import BLENDS
+from iln_jax.layers.padding import PADDINGS
+from iln_jax.pretrained import load_pretrained
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +41,6 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def model_kwargs(args) -> dict:
-    from iln_jax import models
     try:
         extra = json.loads(args.kwargs)
     except json.JSONDecodeError as e:
@@ -50,7 +57,6 @@ def load_model(args) -> LoadedModel:
                                           ("--kwargs", args.kwargs != "{}")) if value]
         if given:
             raise ConfigError(f"--pretrained {args.pretrained} sets the model; drop {', '.join(given)}")
-        from iln_jax.pretrained import load_pretrained
         return load_pretrained(args.pretrained, cache_dir=args.cache_dir,
                                progress=not getattr(args, "no_progress", False))
     kwargs = model_kwargs(args)
@@ -59,7 +65,6 @@ def load_model(args) -> LoadedModel:
                         model_kwargs=kwargs or None)
     arch = args.arch
     if arch is None and args.variant:
-        from iln_jax import models
         arch = models.variant_arch(args.variant)
     if arch is None:
         raise ConfigError("--pth needs --arch (or --variant)")
