@@ -9,6 +9,8 @@ arithmetic).
 """
 from __future__ import annotations
 
+import copy
+import time
 from typing import Callable
 
 import numpy as np
@@ -18,7 +20,7 @@ class TorchTrainer:
     """One official model, trained in place on NHWC numpy batches."""
 
     def __init__(self, model, *, schedule: Callable[[int], float], b1: float, b2: float, eps: float,
-                 ema_decay: float):
+                 ema_decay: float, multiple: int = 1, padding: str = "none", scale: int = 1):
         import torch
         self.torch = torch
         self.model = model.train()
@@ -28,6 +30,8 @@ class TorchTrainer:
         self.ema_decay = ema_decay
         self.ema = [p.detach().clone() for p in model.parameters()] if ema_decay > 0 else None
         self.step_count = 0
+        self.seconds = 0.0
+        self.padding = dict(multiple=multiple, padding=padding, scale=scale)  # as the Flax twin pads
 
     @staticmethod
     def to_nchw(x: np.ndarray):
@@ -36,6 +40,7 @@ class TorchTrainer:
 
     def step(self, batch: dict) -> float:
         """One update on ``{"lq", "gt"}`` (NHWC); returns the loss before the update."""
+        t = time.perf_counter()
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.schedule(self.step_count))
         self.optimizer.zero_grad(set_to_none=True)
@@ -47,7 +52,9 @@ class TorchTrainer:
                 for e, p in zip(self.ema, self.model.parameters()):
                     e.mul_(self.ema_decay).add_(p, alpha=1.0 - self.ema_decay)
         self.step_count += 1
-        return float(loss.detach())
+        loss = float(loss.detach())
+        self.seconds += time.perf_counter() - t
+        return loss
 
     def params(self) -> dict[str, np.ndarray]:
         return {n: p.detach().cpu().numpy().copy() for n, p in zip(self.names, self.model.parameters())}
@@ -60,13 +67,32 @@ class TorchTrainer:
     def eval_model(self, which: str):
         """A copy of the model in eval mode holding the raw or the EMA weights (training goes on
         with the original)."""
-        import copy
         model = copy.deepcopy(self.model).eval()
         if which == "ema" and self.ema is not None:
             with self.torch.no_grad():
                 for p, e in zip(model.parameters(), self.ema):
                     p.copy_(e)
         return model
+
+
+    def restorer(self, which: str) -> "TorchRestorer":
+        return TorchRestorer(self.eval_model(which), **self.padding)
+
+
+class TorchRestorer:
+    """The official model on one image, padded as the Flax model pads (``padding``, window multiple)."""
+
+    def __init__(self, model, *, multiple: int, padding: str, scale: int):
+        self.model, self.multiple, self.padding, self.scale = model, multiple, padding, scale
+
+    def restore(self, lq: np.ndarray) -> np.ndarray:
+        import torch
+        from iln_jax.layers.padding import pad_to_multiple
+        h, w = lq.shape[:2]
+        x = np.asarray(pad_to_multiple(np.asarray(lq, np.float32)[None], self.multiple, self.padding))
+        with torch.no_grad():
+            y = self.model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
+        return y.numpy().transpose(0, 2, 3, 1)[0, : h * self.scale, : w * self.scale]
 
 
 def perturb_one_ulp(model, seed: int) -> None:

@@ -33,6 +33,7 @@ log scale).
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import json
 import math
@@ -45,8 +46,9 @@ import jax
 import numpy as np
 
 from iln_jax import parity
-from iln_jax.compare import divergence, official_imports
+from iln_jax.compare import divergence, official_imports, plot
 from iln_jax.compare.forward import parse_json
+from iln_jax.compare.jax_side import JaxTrainer
 from iln_jax.compare.pair import CompareError, ModelPair, build_pair, import_object, in_channels
 from iln_jax.compare.torch_recipe import TorchTrainer, perturb_one_ulp
 
@@ -141,22 +143,6 @@ def _scale_of(module) -> int:
     return output_scale(module)
 
 
-class TorchRestorer:
-    """The official model on one image, padded as the Flax model pads (``padding``, window multiple)."""
-
-    def __init__(self, model, *, multiple: int, padding: str, scale: int):
-        self.model, self.multiple, self.padding, self.scale = model, multiple, padding, scale
-
-    def restore(self, lq: np.ndarray) -> np.ndarray:
-        import torch
-        from iln_jax.layers.window import pad_to_multiple
-        h, w = lq.shape[:2]
-        x = np.asarray(pad_to_multiple(np.asarray(lq, np.float32)[None], self.multiple, self.padding))
-        with torch.no_grad():
-            y = self.model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
-        return y.numpy().transpose(0, 2, 3, 1)[0, : h * self.scale, : w * self.scale]
-
-
 # --- the run -------------------------------------------------------------------------------------
 
 class Recorder:
@@ -214,148 +200,122 @@ def evaluate_all(step: int, models: dict, eval_set: list, conv) -> dict:
     return row
 
 
-def compare_training(args) -> dict:
-    from iln_jax import data as data_lib
-    from iln_jax.evaluation import tasks
-    from iln_jax.evaluation.evaluate import measurable
-    from iln_jax.inference import Restorer
-    from iln_jax.inference.runner import input_multiple
-    from iln_jax.train import DataParallel, make_step
-    from iln_jax.train.optim import make_schedule
-    from iln_jax.train.state import host_copy
+class Comparison:
+    """The three runs (iln_jax, PyTorch, PyTorch + 1 ulp) of one comparison, set up from ``args``."""
 
-    config = run_config(args)
-    kwargs = parse_json(args.kwargs, "--kwargs")
-    flax_kwargs = parse_json(args.flax_kwargs, "--flax-kwargs")
-    official_imports.install_stand_ins()
-    kwargs = deterministic_kwargs(import_object(args.torch_class, args.torch_repo), kwargs)
-    patch = int(config.data.patch_size)
-    pair = build_pair(torch_class=args.torch_class, torch_repo=args.torch_repo, kwargs=kwargs, flax_kwargs=flax_kwargs,
-                      arch=args.arch, flax_class=args.flax_class,
-                      sequences=[s for s in args.sequences.split(",") if s],
-                      sample_shape=(1, patch, patch, in_channels(kwargs)), seed=args.seed, pth=args.pth,
-                      param_key=args.param_key)
-    if args.precision == "highest":
-        parity.set_parity_precision()  # after torch's import, so that its TF32 flags are set too
-    module = pair.flax_module
-    scale = _scale_of(module)
+    def __init__(self, args):
+        from iln_jax import data as data_lib
+        from iln_jax.evaluation import tasks
+        from iln_jax.evaluation.evaluate import measurable
+        from iln_jax.inference.runner import input_multiple, output_scale
+        from iln_jax.train.optim import make_schedule
+
+        self.args = args
+        config = run_config(args)
+        kwargs = parse_json(args.kwargs, "--kwargs")
+        official_imports.install_stand_ins()
+        kwargs = deterministic_kwargs(import_object(args.torch_class, args.torch_repo), kwargs)
+        patch, channels = int(config.data.patch_size), in_channels(kwargs)
+        self.pair = build_pair(torch_class=args.torch_class, torch_repo=args.torch_repo, kwargs=kwargs,
+                               flax_kwargs=parse_json(args.flax_kwargs, "--flax-kwargs"), arch=args.arch,
+                               flax_class=args.flax_class, sequences=[s for s in args.sequences.split(",") if s],
+                               sample_shape=(1, patch, patch, channels), seed=args.seed, pth=args.pth,
+                               param_key=args.param_key)
+        if args.precision == "highest":
+            parity.set_parity_precision()  # after torch's import, so that its TF32 flags are set too
+        module = self.pair.flax_module
+        scale = output_scale(module)
+        _check_task(config, scale, args.config)
+        config.lock()
+        self.config = config
+
+        schedule = make_schedule(config.optim)
+        o = config.optim
+        recipe = dict(schedule=lambda t: float(schedule(t)), b1=o.b1, b2=o.b2, eps=o.eps, ema_decay=o.ema_decay,
+                      multiple=input_multiple(module), padding=getattr(module, "padding", "none"), scale=scale)
+        floor_model = None if args.no_floor else copy.deepcopy(self.pair.torch_model)
+        self.sides = {"jax": JaxTrainer(config, self.pair, patch_size=patch, in_channels=channels),
+                      "torch": TorchTrainer(self.pair.torch_model, **recipe)}
+        if floor_model is not None:
+            perturb_one_ulp(floor_model, args.floor_seed)
+            self.sides["floor"] = TorchTrainer(floor_model, **recipe)
+        self.sides["jax"].names = self.sides["torch"].names
+
+        self.conv = tasks.convention(config.data.task, scale)
+        self.eval_set = measurable(data_lib.make_eval_set(config.data), self.conv, dataset="validation",
+                                   on_bad_image=config.data.on_bad_image)
+        self.batches = data_lib.make_train_dataset(config.data, seed=config.seed, process_index=0, process_count=1)
+
+    def divergences(self) -> tuple:
+        """(jax vs torch, floor vs torch) for the parameters and for the EMA (None without a floor)."""
+        ref, ref_ema = self.sides["torch"].params(), self.sides["torch"].ema_params()
+        floor = self.sides.get("floor")
+        rel = divergence.relative_difference
+        return (rel(self.sides["jax"].params(), ref), floor and rel(floor.params(), ref),
+                rel(self.sides["jax"].ema_params(), ref_ema), floor and rel(floor.ema_params(), ref_ema))
+
+    def evaluate(self, step: int) -> dict:
+        weights = ("raw", "ema") if self.config.optim.ema_decay > 0 else ("raw",)
+        restorers = {f"{name}_{which}": side.restorer(which) for which in weights for name, side in self.sides.items()}
+        return evaluate_all(step, restorers, self.eval_set, self.conv)
+
+
+def _check_task(config, scale: int, spec: str) -> None:
+    """The config's task fits the model's output scale (SR: the data's scale becomes the model's)."""
     if config.data.task == "sr":
         if scale < 2:
-            raise CompareError(f"--config {args.config} trains super-resolution but the model's output scale is {scale}")
+            raise CompareError(f"--config {spec} trains super-resolution but the model's output scale is {scale}")
         config.data.scale = scale
     elif scale != 1:
-        raise CompareError(f"--config {args.config} trains task {config.data.task!r} (scale 1) but the model "
-                           f"upscales by {scale}")
-    config.lock()
+        raise CompareError(f"--config {spec} trains task {config.data.task!r} (scale 1) but the model upscales "
+                           f"by {scale}")
 
+
+def compare_training(args) -> dict:
+    """Run the comparison of ``args`` (:func:`parse_args`); returns the report it writes."""
+    run = Comparison(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import copy
-    floor_model = None if args.no_floor else copy.deepcopy(pair.torch_model)
-    if floor_model is not None:
-        perturb_one_ulp(floor_model, args.floor_seed)
-
-    # JAX: train.py's step on one device, from the converted weights
-    one_device = DataParallel("mesh", devices=jax.devices()[:1])
-    init_state, step_fn = make_step(config, module, one_device, patch_size=patch, in_channels=in_channels(kwargs))
-    model_state = {k: v for k, v in pair.variables.items() if k != "params"}
-    state = init_state(params=pair.variables["params"])
-    if model_state:
-        state = state.replace(model_state=jax.device_put(model_state, one_device.replicated))
-    schedule = make_schedule(config.optim)
-    host_schedule = lambda t: float(schedule(t))  # noqa: E731
-    o = config.optim
-    trainers = {"torch": TorchTrainer(pair.torch_model, schedule=host_schedule, b1=o.b1, b2=o.b2, eps=o.eps,
-                                      ema_decay=o.ema_decay)}
-    if floor_model is not None:
-        trainers["floor"] = TorchTrainer(floor_model, schedule=host_schedule, b1=o.b1, b2=o.b2, eps=o.eps,
-                                         ema_decay=o.ema_decay)
-    names = trainers["torch"].names
-
-    def jax_named(params) -> dict:
-        named = pair.torch_named({"params": host_copy(params), **host_copy(state.model_state)})
-        return {n: named[n] for n in names}
-
-    eval_set = data_lib.make_eval_set(config.data)
-    conv = tasks.convention(config.data.task, scale)
-    eval_set = measurable(eval_set, conv, dataset="validation", on_bad_image=config.data.on_bad_image)
-    multiple, padding = input_multiple(module), getattr(module, "padding", "none")
-
-    def evaluate(step: int) -> dict:
-        variables = {"raw": {"params": state.params, **state.model_state}}
-        if state.ema_params is not None:
-            variables["ema"] = {"params": state.ema_params, **state.model_state}
-        restorers = {}
-        for which, v in variables.items():
-            restorers[f"jax_{which}"] = Restorer(module, host_copy(v))
-            for name, trainer in trainers.items():
-                restorers[f"{name}_{which}"] = TorchRestorer(trainer.eval_model(which), multiple=multiple,
-                                                             padding=padding, scale=scale)
-        return evaluate_all(step, restorers, eval_set, conv)
-
     rec = Recorder()
-    timing = {"jax_seconds": 0.0, "torch_seconds": 0.0, "floor_seconds": 0.0, "jax_compile_seconds": None}
-
-    def compare_weights(step: int) -> None:
-        t_params = trainers["torch"].params()
-        t_ema = trainers["torch"].ema_params()
-        floor = trainers.get("floor")
-        rec.divergence(step, divergence.relative_difference(jax_named(state.params), t_params),
-                       None if floor is None else divergence.relative_difference(floor.params(), t_params),
-                       divergence.relative_difference(jax_named(state.ema_params if state.ema_params is not None
-                                                                else state.params), t_ema),
-                       None if floor is None else divergence.relative_difference(floor.ema_params(), t_ema))
-        d = rec.data
-        ratio = d["ratio"][-1]
-        losses = f"loss jax {d['loss_jax'][-1]:.5f} torch {d['loss_torch'][-1]:.5f}" if step else "same start"
-        print(f"[compare train] step {step}: {losses} | params rel diff "
-              f"{d['param_rel_diff'][-1]:.2e}" + ("" if ratio is None else
-                                                  f" (floor {d['floor_rel_diff'][-1]:.2e}, ratio {ratio:.2f})")
-              + f" | ema {d['ema_rel_diff'][-1]:.2e}", flush=True)
-
-    data_iter = iter(data_lib.make_train_dataset(config.data, seed=config.seed, process_index=0, process_count=1))
+    data_iter = iter(run.batches)
     t_start = time.perf_counter()
     try:
-        compare_weights(0)
+        rec.divergence(0, *run.divergences())
+        print(progress_line(rec, 0), flush=True)
         for step in range(1, args.steps + 1):
             batch = {k: np.asarray(v) for k, v in next(data_iter).items()}
-            t0 = time.perf_counter()
-            state, metrics = step_fn(state, one_device.shard_batch(batch))
-            loss_jax = float(metrics["loss"])
-            t1 = time.perf_counter()
-            if step == 1:
-                timing["jax_compile_seconds"] = t1 - t0
-            else:
-                timing["jax_seconds"] += t1 - t0
-            loss_torch = trainers["torch"].step(batch)
-            t2 = time.perf_counter()
-            timing["torch_seconds"] += t2 - t1
-            loss_floor = trainers["floor"].step(batch) if "floor" in trainers else None
-            timing["floor_seconds"] += time.perf_counter() - t2
-            rec.step(step, loss_jax, loss_torch, loss_floor)
-            if not (math.isfinite(loss_jax) and math.isfinite(loss_torch)):
-                raise CompareError(f"non-finite loss at step {step} (jax {loss_jax}, torch {loss_torch}); lower "
-                                   f"optim.lr (--set optim.lr=...)")
+            losses = {name: side.step(batch) for name, side in run.sides.items()}
+            rec.step(step, losses["jax"], losses["torch"], losses.get("floor"))
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise CompareError(f"non-finite loss at step {step} ({losses}); lower optim.lr (--set optim.lr=...)")
             if step % args.log_every == 0 or step == args.steps:
-                compare_weights(step)
+                rec.divergence(step, *run.divergences())
+                print(progress_line(rec, step), flush=True)
             if step == args.steps or (args.eval_every > 0 and step % args.eval_every == 0):
-                row = evaluate(step)
-                rec.data["evals"].append(row)
-                print("[compare train] " + format_eval(row), flush=True)
+                rec.data["evals"].append(run.evaluate(step))
+                print("[compare train] " + format_eval(rec.data["evals"][-1]), flush=True)
     finally:
         if hasattr(data_iter, "close"):
             data_iter.close()
-
-    report = build_report(rec, args=args, config=config, pair=pair, timing=timing,
+    timing = {"jax_compile_seconds": run.sides["jax"].compile_seconds,
+              **{f"{name}_seconds": side.seconds for name, side in run.sides.items()}}
+    report = build_report(rec, args=args, config=run.config, pair=run.pair, timing=timing,
                           wall=time.perf_counter() - t_start)
     (out / REPORT).write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
     written = [out / REPORT]
-    from iln_jax.compare import plot
     if plot.write_figure(report, out / FIGURE):
         written.append(out / FIGURE)
     print(format_summary(report))
     print("[compare train] wrote " + ", ".join(str(p) for p in written if p.is_file()), flush=True)
     return report
+
+
+def progress_line(rec: Recorder, step: int) -> str:
+    d = rec.data
+    losses = f"loss jax {d['loss_jax'][-1]:.5f} torch {d['loss_torch'][-1]:.5f}" if step else "same start"
+    floor = "" if d["ratio"][-1] is None else f" (floor {d['floor_rel_diff'][-1]:.2e}, ratio {d['ratio'][-1]:.2f})"
+    return (f"[compare train] step {step}: {losses} | params rel diff {d['param_rel_diff'][-1]:.2e}{floor} | "
+            f"ema {d['ema_rel_diff'][-1]:.2e}")
 
 
 def _json_default(v):
@@ -386,7 +346,7 @@ def build_report(rec: Recorder, *, args, config, pair: ModelPair, timing: dict, 
     steps_timed = max(1, args.steps - 1)
     d["timing"] = {**timing, "wall_seconds": wall,
                    "jax_ms_per_step": 1e3 * timing["jax_seconds"] / steps_timed,
-                   "torch_ms_per_step": 1e3 * timing["torch_seconds"] / steps_timed}
+                   "torch_ms_per_step": 1e3 * timing["torch_seconds"] / args.steps}
     d["recipe"] = {
         "torch_class": args.torch_class, "arch": args.arch, "flax_class": args.flax_class, "kwargs": pair.kwargs,
         "flax_kwargs": pair.flax_kwargs, "config": args.config, "set": args.set, "steps": args.steps,
