@@ -94,7 +94,8 @@ def test_no_complete_checkpoint_refuses_and_changes_nothing(run_copy):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"model.norm": "layernorm"}, r"with a different model; changed:\n  model.norm: 'iln' -> 'layernorm'\n"
+    ({"model.norm": "layernorm"}, r"with a different model; changed:\n  model.kwargs.stdnorm: True -> False\n"
+                                  r"  model.norm: 'iln' -> 'layernorm'\n"
                                   r"To train this config, use a new --workdir; to start it from these weights, add "
                                   r"--init_from=.*run:6"),
     ({"model.kwargs.embed_dim": 12, "data.scale": 3}, r"changed:\n  data.scale: 2 -> 3\n  model.kwargs.embed_dim: 8 -> 12\n"),

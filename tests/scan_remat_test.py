@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import grad_checks
+from iln_jax.parity import checks as grad_checks
 from iln_jax import analysis, models
 from iln_jax.models import scan_layout
 
