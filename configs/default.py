@@ -2,7 +2,7 @@
 
 A small SwinIR with i-LN learns x2 super-resolution on the embedded photos (no download), is
 validated against MATLAB bicubic on held-out photos (Y channel, crop 2), and writes checkpoints,
-logs and restored images under ``runs/default``. About 3.5 minutes on 2 idle CPU cores.
+logs and restored images under ``runs/default`` (the README says how long it takes).
 """
 from configs import common
 

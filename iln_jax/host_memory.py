@@ -1,16 +1,16 @@
 """Keep XLA:CPU's per-execution scratch memory mapped from one step to the next.
 
 XLA:CPU allocates each execution's temporary buffer with ``malloc`` and frees it when the execution
-ends. For a full-size train step that buffer is GiBs (SwinIR-M x4 at 4 x 48²: 6.1 GiB), and glibc
-serves and returns blocks that large with ``mmap``/``munmap``: every step faults the whole buffer in
-again, page by page (measured: 1.6 M page faults and ~4 s of kernel time per step, about a quarter of
-the step's wall time on a 2-core CPU; PyTorch's step reuses its freed memory and faults ~0).
+ends. For a full-size train step that buffer is GiBs, and glibc serves and returns blocks that
+large with ``mmap``/``munmap``: every step faults the whole buffer in again, page by page, a large
+share of the step's wall time on a small CPU (PyTorch's step reuses its freed memory and faults
+almost nothing). Numbers: docs/design_measurements.md.
 
 :func:`reuse_freed_memory` sets glibc's allocator so that freed blocks stay in the process: one
 arena (a thread's own arena can only hand out blocks larger than 64 MiB with ``mmap``), no ``mmap``
 for large blocks, no trimming of the heap. The next step's buffer is then the previous one, already
 mapped. The price: the process keeps its peak host memory until it exits, and small allocations
-that split a freed scratch block can make it map a second one (SwinIR-M x4: peak RSS 8.1 -> 13.8 GiB);
+that split a freed scratch block can make it map a second one (peak RSS up by more than half);
 ``system`` is the way out where RAM is tighter than time.
 
 It must run before JAX starts its backends (its thread pools attach to allocator arenas when they

@@ -2,15 +2,12 @@
 
 * :func:`tuned` -- options that make the models faster on the current backend. On CPU, XLA (jax
   0.10) hands matmuls, convolutions, reductions and some elementwise fusions to YNNPACK. Its
-  convolutions are slow to differentiate (a 180->180 3x3 conv at 4x48x48: 230 ms for the weight
-  gradient, 34 ms in XLA's own kernel), so only matmuls and reductions stay there: the SwinIR-M x4
-  train step (4 x 48^2) takes 10.2-11.1 s instead of 12.0-12.8 s, and compiles in 35 s instead of
-  44 s (interleaved in one process on the 2-core CPU; ``bench/train_step.py --xla-tuning both``
-  repeats the comparison). Matmuls on Eigen instead (YNNPACK for reductions only) were measured
-  too and not kept: a few percent faster (Eigen/YNNPACK step time per interleaved round, SwinIR-M
-  x4 0.967 [quartiles 0.924, 1.008]), but Eigen's results depend on the number of rows, so a
-  batch split over devices no longer gives the single device's outputs bit for bit
-  (tests/validate_mesh_test.py: 1-ulp differences). The option is probed once; an XLA that does
+  convolutions are slow to differentiate, so only matmuls and reductions stay there: a faster and
+  faster-compiling full-size train step (``bench/train_step.py --xla-tuning both`` repeats the
+  comparison). Matmuls on Eigen instead were not kept: hardly faster, and Eigen's results depend
+  on the number of rows, so a batch split over devices no longer gives the single device's outputs
+  bit for bit (tests/validate_mesh_test.py). Numbers: docs/design_measurements.md. The option is
+  probed once; an XLA that does
   not know it gets no options (and a warning) rather than a failed compilation. GPU/TPU: none
   needed.
 * :func:`fast_compile` -- trade run time for compile time (CPU only): for tests and one-off jobs.

@@ -23,7 +23,29 @@ parity.set_parity_precision()
 # of the many tiny model variants the suite builds, and change results only at round-off level.
 jax.config.update("jax_disable_most_optimizations", True)
 
+import train_util  # noqa: E402
+
+train_util.use_test_cache()
+
 DATA_DIR = pathlib.Path(__file__).parent / "data"
+
+# The slow tier (``-m slow``; ``-m "not slow"`` is the quick one): whole training runs, programs started
+# as a user starts them, fault injection, several processes. Single slow cases elsewhere (the U-Net
+# goldens) carry the mark themselves. tests/README.md says what each file guards.
+INTEGRATION_FILES = {
+    "accelerator_test.py", "cli_errors_test.py", "cloud_paths_test.py", "compare_train_test.py",
+    "compile_cache_test.py", "eval_end_to_end_test.py", "experiments_grid_test.py", "faults_checkpoint_test.py",
+    "faults_disk_test.py", "faults_input_test.py", "faults_kill_test.py", "faults_lock_test.py",
+    "preemption_guard_test.py", "readme_test.py", "scan_resume_test.py", "train_multiprocess_test.py",
+    "train_progressive_test.py", "train_resume_test.py", "user_norm_test.py",
+}
+assert all((DATA_DIR.parent / name).exists() for name in INTEGRATION_FILES), "INTEGRATION_FILES names a missing file"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in INTEGRATION_FILES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

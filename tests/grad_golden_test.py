@@ -27,9 +27,11 @@ EVERY_MODE = list(goldens.FORWARD_NAMES)
 CASES = ([(name, mode) for name in EVERY_MODE for mode in goldens.MODES]
          + [("hint_faithful", "unrolled"), ("hint_faithful", "scanned+remat"), ("hint_corrected", "unrolled"),
             ("restormer_biasfree", "unrolled")])
+UNETS = ("restormer", "hint")  # slow to compile: the slow tier (tests/README.md)
 
 
-@pytest.mark.parametrize("name,mode", CASES, ids=[f"{n}-{m}" for n, m in CASES])
+@pytest.mark.parametrize("name,mode", [pytest.param(n, m, id=f"{n}-{m}", marks=[pytest.mark.slow] if n.startswith(UNETS) else [])
+                                       for n, m in CASES])
 def test_gradients_two_adam_steps_and_ema_match_official(name, mode):
     report = goldens.grad_report(name, mode, golden.DATA)
     assert report["passed"], f"{len(report['failures'])} tensors off:\n" + "\n".join(report["failures"][:20])

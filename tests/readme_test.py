@@ -177,6 +177,7 @@ def test_install_and_ci_follow_the_readme():
     assert installs[0].endswith("-r requirements-dev.txt") and installs[1].endswith("-e .")  # ... after its install
     project = (ROOT / "pyproject.toml").read_text()
     assert 'name = "iln_jax"' in project and 'include = ["iln_jax*"]' in project
+    assert any(line.startswith("python3 -m ruff check .") for line in ci) and "[tool.ruff.lint]" in project
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """scan_layers and remat_policy change how a model is traced, never what it computes.
 
 Scanned and rematerialised models give the unrolled model's outputs (<= 1e-6 relative) and
-gradients (each tensor within 1e-5 of its own largest entry), their variables convert both ways (``iln_jax.models.scan_layout``), and the per-block
-diagnostics name the same blocks. Official goldens in both modes: grad_golden_test.py and the
-per-backbone tests.
+gradients (each tensor within 1e-5 of its own largest entry), their variables convert both ways
+(``iln_jax.models.scan_layout``), and the per-block diagnostics name the same blocks. Official
+goldens in both modes: grad_golden_test.py and the per-backbone tests.
 """
 import functools
 
@@ -31,8 +31,8 @@ OPTIONS = [dict(scan_layers=True), dict(remat_policy="block"), dict(scan_layers=
            dict(remat_policy="dots_no_batch_and_convs")]
 # The U-Nets compile slowly: every option on the SR models, the combined one on the U-Nets (the
 # official Restormer is checked in every mode by grad_golden_test.py).
-COMBOS = [(name, options) for name in CASES for options in OPTIONS
-          if CASES[name][0] not in ("restormer", "hint") or len(options) == 2]
+UNETS = ("restormer", "hint")
+COMBOS = [(name, options) for name in CASES for options in OPTIONS if name not in UNETS or len(options) == 2]
 
 
 GRAD_RTOL = 1e-5  # per tensor; the same float32 operations traced differently differ at round-off
@@ -66,7 +66,8 @@ def _unrolled(name):
     return x, variables, loss, grads
 
 
-@pytest.mark.parametrize("name,options", COMBOS, ids=[f"{n}-{o}" for n, o in COMBOS])
+@pytest.mark.parametrize("name,options", [pytest.param(n, o, id=f"{n}-{o}", marks=[pytest.mark.slow] if n in UNETS else [])
+                                          for n, o in COMBOS])
 def test_outputs_and_gradients_equal_the_unrolled_model(name, options):
     x, variables, ref_loss, ref_grads = _unrolled(name)
     module = _case(name, **options)

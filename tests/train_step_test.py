@@ -61,7 +61,7 @@ def test_one_step_finite_changes_params_and_counts(iln):
 
 def test_few_steps_single_trace_and_loss_decreases(iln):
     state, losses = iln["state"], []
-    for i in range(6):
+    for _ in range(6):
         state, m = iln["step"](state, iln["batches"][0])
         losses.append(float(m["loss"]))
     state, _ = iln["step"](state, iln["batches"][1])  # new data, same shapes: no retrace
@@ -191,7 +191,7 @@ def test_bfloat16_mixed_precision_keeps_float32_state_and_tracks_float32(norm):
                                          ema_decay=config.optim.ema_decay, compute_dtype=dtype),
                        compiler_options=fast_compile())
         results[dtype] = step(state, batch)
-    (s32, m32), (s16, m16) = results["float32"], results["bfloat16"]
+    (_, m32), (s16, m16) = results["float32"], results["bfloat16"]
     for tree in (s16.params, s16.ema_params, s16.opt_state, s16.model_state):
         assert all(x.dtype != jnp.bfloat16 for x in jax.tree.leaves(tree))
     loss32, loss16 = float(m32["loss"]), float(m16["loss"])

@@ -15,13 +15,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "train_worker.py"
 # The training tests compile the same tiny programs many times (fresh jits per run, and in the
-# subprocesses): a persistent compilation cache shared by all of them saves most of that.
+# subprocesses): a persistent compilation cache shared by all of them saves most of that. The suite
+# turns it on in conftest.py (``use_test_cache``); the workers get it through their environment.
+# "off": a worker testing the project's own default (compile_cache_test.py).
 CACHE_DIR = os.environ.get("ILN_JAX_TEST_CACHE",
                            os.path.join(tempfile.gettempdir(), "iln_jax_test_xla_cache"))
-if CACHE_DIR != "off":  # "off": a worker testing the project's own default (compile_cache_test.py)
-    jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def use_test_cache() -> None:
+    """Point this process's JAX at the suite's persistent compilation cache (unless it is "off")."""
+    if CACHE_DIR != "off":
+        jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 # The fault tests' uninterrupted reference (the ``reference_run`` fixture): 10 steps of the tiny

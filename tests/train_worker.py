@@ -4,7 +4,8 @@
 preemption notice) after step k. With ``--coordinator`` the process joins a multi-process job.
 Fault injection (tests/faults_*_test.py): ``--kill-after S`` SIGKILLs it S seconds after its first
 step, wherever it is; ``--term-in-save k`` sends SIGTERM from inside the checkpoint save of step k,
-``--kill-in-save k`` SIGKILLs it once that save has started (its asynchronous commit in flight); ``--block-at k`` blocks for ever after step k (printing ``BLOCKED``), as a loop stuck in I/O;
+``--kill-in-save k`` SIGKILLs it once that save has started (its asynchronous commit in flight);
+``--block-at k`` blocks for ever after step k (printing ``BLOCKED``), as a loop stuck in I/O;
 ``--fill-disk-at k`` fills the work directory's file system after step k; ``--fsize-limit-at
 k:bytes`` sets RLIMIT_FSIZE after step k, so that writes growing a file past ``bytes`` fail.
 Errors of the project are printed as one line and set the exit status, as train.py does.

@@ -25,6 +25,7 @@ bias is not the constant they add; the alignment numbers are still comparable be
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import flax
@@ -78,7 +79,7 @@ def pre_norm_feature(model, variables: dict, x) -> tuple[str, jnp.ndarray]:
     for level in ("groups", "blocks"):
         names = forward_order(model, variables, x, level=level)
         if names:
-            feats = jax.jit(lambda v, x: capture_features(model, v, x, level=level))(variables, x)
+            feats = jax.jit(functools.partial(capture_features, model, level=level))(variables, x)
             return names[-1], feats[names[-1]]
     raise ValueError(f"{type(model).__name__}: no residual group or block was captured")
 

@@ -330,6 +330,8 @@ def format_eval(row: dict) -> str:
 
 
 def build_report(rec: Recorder, *, args, config, pair: ModelPair, timing: dict, wall: float) -> dict:
+    """``report.json``'s content: the recorded curves and evaluations, the final PSNRs (EMA weights
+    when the recipe has an EMA), the recipe, precision, versions and ``timing`` (seconds per side)."""
     import torch
     d = dict(rec.data)
     final = d["evals"][-1] if d["evals"] else {}

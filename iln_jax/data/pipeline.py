@@ -34,7 +34,7 @@ from absl import flags
 from iln_jax.data import config as config_lib
 from iln_jax.data import degradations, embedded, patches, skip_report, sources
 
-# grain's index_shuffle cycle-walks: ~10 ms per element for a 5-element range, ~8 us from 10k up. So
+# grain's index_shuffle cycle-walks, very slowly on small ranges (docs/design_measurements.md). So
 # the shuffled range has at least this many entries, entry i meaning image i % num_images: small
 # sets then list each image k times per shuffled pass, as BasicSR's dataset_enlarge_ratio does.
 _MIN_SHUFFLE_ENTRIES = 10_000

@@ -24,6 +24,19 @@ from iln_jax.inference.runner import Restorer
 
 def precision_report(module, variables: dict, eval_set: list[dict], conv: Convention, *,
                      precisions: Sequence[str] = PRECISIONS, **restorer_kwargs) -> dict[str, dict]:
+    """Restore ``eval_set`` at fp32 and at each of ``precisions``; compare each with fp32.
+
+    Args:
+      module, variables: the model and its float32 variables.
+      eval_set: images as ``{"lq", "gt", "name"}`` (host arrays in [0, 1]).
+      conv: the task's PSNR/SSIM convention (channel, crop border).
+      precisions: names from ``iln_jax.inference.precision.PRECISIONS``; fp32 is always included.
+      restorer_kwargs: passed to every :class:`~iln_jax.inference.Restorer` (padding, tiles, ...).
+
+    Returns:
+      ``{precision: row}``, each row with the PSNR against fp32, the max absolute difference, the
+      count of non-finite output pixels and the PSNR/SSIM against the ground truth.
+    """
     outputs = {}
     for p in dict.fromkeys(("fp32", *precisions)):
         restorer = Restorer(module, variables, precision=p, **restorer_kwargs)

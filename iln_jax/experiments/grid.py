@@ -43,7 +43,6 @@ from pathlib import Path
 import jax
 
 from iln_jax.errors import ConfigError, DataNotFoundError, run_cli
-from iln_jax.paths import dump_json
 from iln_jax.train.configs import parse_overrides
 from iln_jax.experiments import figures, plan, tables
 from iln_jax.experiments.run import execute

@@ -19,7 +19,6 @@ from iln_jax.errors import IlnJaxError
 from iln_jax.evaluation import benchmarks, tasks
 from iln_jax.evaluation.checkpoints import load_run
 from iln_jax.evaluation.evaluate import evaluate_dataset, measurable
-from iln_jax.paths import dump_json
 from iln_jax.evaluation.precision import precision_report
 from iln_jax.experiments import convergence
 from iln_jax.experiments.plan import GridRun

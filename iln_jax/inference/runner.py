@@ -11,9 +11,8 @@ size is further rounded up to a multiple of ``lcm(b, window)``, so a folder of d
 images needs a handful of compilations instead of one per image. Padding further is not free of
 effects: pixels within the receptive field of the bottom/right border see more mirrored context
 than the official padding gives them, and holistic norms (i-LN, LN*, InstanceNorm) take their
-per-image statistics over the larger padded map. Measured with ``scripts/norm_dynamics.py`` (SR x2,
-held-out photos, bucket 64): -0.006 dB PSNR_Y for a LayerNorm model, -0.019 dB for an i-LN model.
-Tiles likewise give i-LN per-tile statistics (48 px tiles, 12 px overlap: -0.0006 dB LN, -0.005 dB i-LN).
+per-image statistics over the larger padded map: a few thousandths to hundredths of a dB, more for
+i-LN than LN (docs/design_measurements.md). Tiles likewise give i-LN per-tile statistics.
 
 Compilation. Executables are compiled ahead of time per padded input shape and cached
 (``compiled_shapes``). Before the first run of a shape, XLA's buffer assignment tells how much
@@ -30,8 +29,8 @@ images of the same padded shape together, the variables replicated. Every proces
 with the same images in the same order (as every process holds the same eval set); every process
 gets every output back. Each device runs the one-image program (``shard_map``); XLA compiles that
 multi-device program on its own, so outputs may differ from one device in the last float bit
-(measured: at most 1 ulp), which leaves the uint8 images, and so PSNR/SSIM, unchanged. (Tiling, the self-ensemble and automatic tiling restore one image
-at a time on one device, as without a mesh.)
+(at most 1 ulp), which leaves the uint8 images, and so PSNR/SSIM, unchanged. (Tiling, the
+self-ensemble and automatic tiling restore one image at a time on one device, as without a mesh.)
 """
 from __future__ import annotations
 
@@ -292,7 +291,7 @@ class Restorer:
                 chunk = members[first:first + n]
                 padded = [pad_batch(np.asarray(images[i], np.float32)[None], ph, pw, self.padding)[0] for i in chunk]
                 batch = np.stack(padded + [padded[-1]] * (n - len(chunk)))  # a full batch: one image per device
-                x = jax.make_array_from_callback(batch.shape, self._batched, lambda index: batch[index])
+                x = jax.make_array_from_callback(batch.shape, self._batched, lambda index, batch=batch: batch[index])
                 out = self.mesh_executable(batch.shape)(self.mesh_variables, x)
                 self._mesh_shapes[(1, ph, pw, c)] = None
                 out = (np.asarray(multihost_utils.process_allgather(out, tiled=True))

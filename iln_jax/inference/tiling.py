@@ -84,5 +84,7 @@ def tiled_restore(apply_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarra
 
 
 def num_tiles(height: int, width: int, tile: int, overlap: int) -> int:
+    """How many ``tile`` x ``tile`` tiles (``overlap`` px shared by neighbours) cover a
+    ``height`` x ``width`` image, as the tiled restore places them."""
     th, tw = min(tile, height), min(tile, width)
     return len(tile_starts(height, th, min(overlap, th - 1))) * len(tile_starts(width, tw, min(overlap, tw - 1)))

@@ -69,8 +69,8 @@ def _add_shared_bias_cpu_fwd(logits, bias):
 
 def _add_shared_bias_cpu_bwd(_, dlogits):
     # The bias gradient sums dlogits over every window of the batch. XLA:CPU reduces over leading
-    # axes of a large array slowly (HAT's (4, 16, 6, 256, 256) -> (6, 256, 256): 86 ms); the same
-    # sum as a matrix-vector product takes 2.5 ms.
+    # axes of a large array slowly; the same sum as a matrix-vector product is an order of magnitude
+    # faster at HAT's sizes (docs/design_measurements.md).
     shared = dlogits.shape[dlogits.ndim - 3:]
     rows = dlogits.reshape(-1, int(np.prod(shared)))
     dbias = (jnp.ones((1, rows.shape[0]), rows.dtype) @ rows).reshape(shared)
@@ -99,9 +99,8 @@ def attend(q, k, v, *, bias=None, mask=None, scale: float = 1.0, dropout: Option
     if impl == "xla":
         # Head-major operands, (B, nW, heads, N, d): each (window, head) matrix is contiguous, so the
         # batched matmuls read plain row-major blocks and the head moves fuse into the window
-        # partition/reverse copies. Token-major einsums left XLA:CPU transposing inside the dots:
-        # HAT's 16x16 windows (4 x 16 windows x 6 heads), fwd 118 -> 78 ms, fwd+bwd 269 -> 253 ms
-        # (medians of 30 on the 2-core CPU).
+        # partition/reverse copies. Token-major einsums left XLA:CPU transposing inside the dots
+        # (docs/design_measurements.md).
         q, k, v = (jnp.swapaxes(t, 2, 3) for t in (q, k, v))
         logits = jnp.einsum("bwhqd,bwhkd->bwhqk", q, k, preferred_element_type=jnp.float32) * scale
         if bias is not None:

@@ -2,14 +2,12 @@
 
 Autodiff differentiates ``jnp.split`` (and ``x[..., i]``) piece by piece: each piece's gradient is
 padded with zeros to the full shape and the padded arrays are added. ``jnp.roll`` is a slice and a
-concatenation, so its gradient is the same sum of pads. XLA:CPU keeps those pads: the SwinIR-M x4
-train step (4 x 48^2) had 252 of them, writing three zero-padded copies of every block's qkv
-gradient (~0.6 s of op time in the profile, with the adds). Here the gradient of a split is the
+concatenation, so its gradient is the same sum of pads. XLA:CPU keeps those pads, writing three
+zero-padded copies of every block's qkv gradient. Here the gradient of a split is the
 concatenation of the pieces' gradients and the gradient of a roll is the opposite roll: the same
-values (a permutation, nothing is added), in one pass that fuses with the copies around it (the
-step then has no pad, and ~0.2 s of op time in the concatenations). On the 2-core CPU the step's
-wall time did not change beyond the machine's noise (those fusions ran beside the matmuls); the
-memory traffic saved should count more on bandwidth-bound accelerators (not measured there).
+values (a permutation, nothing is added), in one pass that fuses with the copies around it. The
+memory traffic saved matters most on bandwidth-bound accelerators (numbers:
+docs/design_measurements.md).
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ def archs() -> tuple[str, ...]:
 
 
 def model_class(arch: str) -> type[nn.Module]:
+    """The Flax class registered as ``arch``; a one-line ConfigError naming the valid ones otherwise."""
     if arch not in _ARCHS:
         raise ConfigError(f"Unknown arch {arch!r}; valid archs: {', '.join(_ARCHS)}")
     module, cls = _ARCHS[arch].split(":")
@@ -40,6 +41,7 @@ def model_class(arch: str) -> type[nn.Module]:
 
 
 def constructor_args(arch: str) -> tuple[str, ...]:
+    """The keyword arguments ``create(arch, ...)`` accepts (the module's dataclass fields)."""
     cls = model_class(arch)
     return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
 

@@ -97,8 +97,10 @@ def to_unrolled(module, variables: dict) -> dict:
 
 
 def params_to_scanned(module, params):
+    """:func:`to_scanned` for a ``params`` tree alone (e.g. gradients or EMA weights)."""
     return to_scanned(module, {"params": params})["params"]
 
 
 def params_to_unrolled(module, params):
+    """:func:`to_unrolled` for a ``params`` tree alone (e.g. gradients or EMA weights)."""
     return to_unrolled(module, {"params": params})["params"]

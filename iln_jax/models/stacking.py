@@ -42,9 +42,8 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
     # Keep every matmul and convolution output (incl. the batched attention products).
     "dots_and_convs": _policies.save_from_both_policies(_policies.dots_saveable, _LINEAR_AND_CONV_OUTPUTS),
     # Keep the token-wise matmuls and the convolutions, recompute the attention (its logits and
-    # probabilities are the largest activations of windowed attention): HAT x4 at 4 x 64², two
-    # groups unrolled, 2.32 GiB planned and 1.09-1.15x the loss+grad time of "none" (5.11 GiB;
-    # two runs), against 2.15 GiB and 1.22x for "dots" and 3.87 GiB for "dots_and_convs".
+    # probabilities are the largest activations of windowed attention): close to "dots" in memory
+    # at less recompute time (docs/design_measurements.md).
     "dots_no_batch_and_convs": _policies.save_from_both_policies(_policies.dots_with_no_batch_dims_saveable,
                                                                  _LINEAR_AND_CONV_OUTPUTS),
 }

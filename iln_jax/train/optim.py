@@ -20,6 +20,9 @@ OPTIMIZERS = ("adam", "adamw")
 
 
 def make_schedule(cfg) -> optax.Schedule:
+    """The learning rate per step from ``config.optim``: ``multistep`` (lr times gamma at each
+    milestone), ``cosine_restart`` (BasicSR's CosineAnnealingRestartLR) or ``constant``, after
+    ``warmup_steps`` of linear warm-up."""
     if cfg.schedule == "multistep":
         sched = optax.piecewise_constant_schedule(cfg.lr, {int(m): cfg.gamma for m in cfg.milestones})
     elif cfg.schedule == "cosine_restart":

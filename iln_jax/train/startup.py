@@ -40,6 +40,8 @@ class Start:
 
 
 def initial_state(run: Run) -> Start:
+    """Where the run starts: its newest complete checkpoint (after the resume checks), or a new
+    state (from ``train.init_from``'s weights when given), with the data stream positioned to match."""
     step = run.checkpointer.newest_complete_step()
     return _fresh(run) if step is None else _resumed(run, step)
 

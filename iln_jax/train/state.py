@@ -33,6 +33,8 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def init_variables(model: nn.Module, rng: jax.Array, sample_shape: tuple[int, ...]) -> dict:
+    """``model``'s variables initialised from ``rng`` (for parameters and dropout alike) on a zero
+    input of ``sample_shape`` (B, H, W, C)."""
     x = jnp.zeros(sample_shape, jnp.float32)
     return model.init({"params": rng, "dropout": rng}, x, train=False)
 

@@ -41,6 +41,8 @@ def fft_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def restoration_loss(pred, target, loss_cfg) -> jax.Array:
+    """The config's training loss (``loss.pixel``: l1, l2 or charbonnier, plus ``loss.fft_weight``
+    times the FFT L1 term) between ``pred`` and ``target`` (B, H, W, C), a scalar."""
     loss = pixel_loss(pred, target, loss_cfg.pixel, eps=loss_cfg.charbonnier_eps)
     if loss_cfg.fft_weight:
         loss = loss + loss_cfg.fft_weight * fft_loss(pred, target)
