@@ -42,10 +42,18 @@ INTEGRATION_FILES = {
 assert all((DATA_DIR.parent / name).exists() for name in INTEGRATION_FILES), "INTEGRATION_FILES names a missing file"
 
 
+# The longest tests (several processes, whole runs) go first, so that with ``-n 2`` none of them
+# starts last and leaves the other worker idle while it ends.
+LONGEST_FIRST = ("train_multiprocess_test.py", "faults_kill_test.py", "readme_test.py", "compare_train_test.py",
+                 "experiments_grid_test.py", "accelerator_test.py", "faults_disk_test.py", "cli_errors_test.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in INTEGRATION_FILES:
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keeps its order
 
 
 @pytest.fixture(scope="session")
