@@ -175,6 +175,21 @@ def test_seed_lists(tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+def test_progress_line_counts_finished_runs_not_runs_left_for_later(tmp_path):
+    runs = [plan.GridRun(n, s, tmp_path / f"{n}{s}") for n, s in
+            [("layernorm", 1), ("iln", 1), ("layernorm", 2), ("iln", 2), ("layernorm", 3)]]
+    for run in runs[:1]:
+        run.workdir.mkdir()
+        run.result_path.write_text("{}")
+    wanted = {("layernorm", 1), ("iln", 1)}  # a later command with --seeds 1 on a grid planned with 3 seeds
+    pending = [r for r in runs if (r.norm, r.seed) in wanted and not r.done]
+    assert grid.progress_line(tmp_path, runs, wanted, pending) == (
+        f"[grid] {tmp_path}: 1 of 5 planned runs finished; running 1; 3 other planned run(s) not in this "
+        f"command's --seeds (layernorm seed 2, iln seed 2, layernorm seed 3)")
+    assert grid.progress_line(tmp_path, runs[:2], wanted, pending) == (
+        f"[grid] {tmp_path}: 1 of 2 planned runs finished; running 1")
+
+
 def test_a_grid_from_before_seeds_continues_in_its_directories(tmp_path):
     recipe = {"config": "c", "set": [], "data_root": "", "datasets": "", "precisions": ""}
     (tmp_path / plan.PLAN_FILE).write_text(json.dumps({"recipe": recipe, "norms": ["layernorm", "iln"]}))

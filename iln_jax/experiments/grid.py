@@ -206,6 +206,18 @@ def report_lines(out: Path, report: dict, unfinished: list[str]) -> list[str]:
     return lines
 
 
+def progress_line(out: Path, runs: list[plan.GridRun], wanted: set, pending: list[plan.GridRun]) -> str:
+    """How many planned runs are finished, how many this command runs, and how many planned runs
+    (by an earlier command's ``--seeds``) it leaves for later."""
+    done = sum(r.done for r in runs)
+    line = f"[grid] {out}: {done} of {len(runs)} planned runs finished; running {len(pending)}"
+    later = [r for r in runs if (r.norm, r.seed) not in wanted and not r.done]
+    if later:
+        line += (f"; {len(later)} other planned run(s) not in this command's --seeds "
+                 f"({', '.join(r.label for r in later[:4])}{' ...' if len(later) > 4 else ''})")
+    return line
+
+
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -228,7 +240,7 @@ def main(argv=None) -> dict:
         print(note, flush=True)
     wanted = set(plan.run_order(seeds))
     pending = [r for r in runs if (r.norm, r.seed) in wanted and not r.done]
-    print(f"[grid] {out}: {len(runs) - len(pending)} of {len(runs)} runs finished; running {len(pending)}", flush=True)
+    print(progress_line(out, runs, wanted, pending), flush=True)
     title = f"{args.config} {' '.join(args.set)}".strip()
     if args.device_groups > 1 and len(pending) > 1:
         _run_side_by_side(args, pending, _without_option(argv, "--device-groups"))
