@@ -30,6 +30,7 @@ class TinySR(nn.Module):
 
     def forward(self, x):
         y = self.conv_first(x)
+        self.last_mean = y.mean()  # a tensor of the graph kept on the module, as official i-LN HAT's norms do
         return self.upsample(y + self.body(y))
 """
 
@@ -137,3 +138,36 @@ def test_bad_input_is_one_line(tmp_path, change, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[compare] error:") and message in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_constructor_reading_a_missing_kwarg_is_named():
+    from iln_jax.compare.pair import CompareError, construct
+
+    class ReadsKwargs:  # as official i-LN HAT reads kwargs['stdnorm']
+        def __init__(self, **kwargs):
+            self.stdnorm = kwargs["stdnorm"]
+
+    with pytest.raises(CompareError, match=r"^--kwargs: ReadsKwargs\(upscale=2\) failed: it reads the argument "
+                                           r"'stdnorm', which --kwargs does not give; add it$"):
+        construct(ReadsKwargs, {"upscale": 2}, "--kwargs")
+
+
+def test_evaluation_copies_a_model_that_keeps_graph_tensors():
+    from iln_jax.compare.torch_recipe import TorchTrainer
+
+    class KeepsStats(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, 1, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            self.std = y.std()  # not a leaf: plain copy.deepcopy refuses the module
+            return y
+
+    trainer = TorchTrainer(KeepsStats(), schedule=lambda t: 1e-3, b1=0.9, b2=0.99, eps=1e-8, ema_decay=0.9)
+    trainer.step({"lq": np.ones((1, 8, 8, 3), np.float32), "gt": np.zeros((1, 8, 8, 3), np.float32)})
+    ema = trainer.eval_model("ema")
+    assert not ema.training and ema is not trainer.model
+    np.testing.assert_array_equal(ema.conv.weight.detach().numpy(), trainer.ema_params()["conv.weight"])
+    assert trainer.model.training  # training goes on with the original

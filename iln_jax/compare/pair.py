@@ -75,7 +75,10 @@ def construct(cls, kwargs: dict, flag: str):
         pass
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError, AssertionError, KeyError) as e:
+    except KeyError as e:  # a constructor reading kwargs[...] that --kwargs does not give
+        raise CompareError(f"{flag}: {cls.__name__}({_short(kwargs)}) failed: it reads the argument "
+                           f"{e.args[0]!r}, which {flag} does not give; add it") from None
+    except (TypeError, ValueError, AssertionError) as e:
         raise CompareError(f"{flag}: {cls.__name__}({_short(kwargs)}) failed: {type(e).__name__}: "
                            f"{one_line(e) or 'no message'}") from None
 
