@@ -67,19 +67,18 @@ class TorchTrainer:
     def eval_model(self, which: str):
         """A copy of the model in eval mode holding the raw or the EMA weights (training goes on
         with the original)."""
-        model = _copy_module(self.model).eval()
+        model = copy_module(self.model).eval()
         if which == "ema" and self.ema is not None:
             with self.torch.no_grad():
                 for p, e in zip(model.parameters(), self.ema):
                     p.copy_(e)
         return model
 
-
     def restorer(self, which: str) -> "TorchRestorer":
         return TorchRestorer(self.eval_model(which), **self.padding)
 
 
-def _copy_module(model):
+def copy_module(model):
     """``copy.deepcopy(model)``, also for a model that keeps tensors of its last forward pass on its
     modules (official i-LN HAT does): PyTorch refuses to deep-copy a tensor that is not a graph leaf,
     so those are copied detached."""

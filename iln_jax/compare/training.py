@@ -33,7 +33,6 @@ log scale).
 from __future__ import annotations
 
 import argparse
-import copy
 import inspect
 import json
 import math
@@ -50,7 +49,7 @@ from iln_jax.compare import divergence, official_imports, plot
 from iln_jax.compare.forward import parse_json
 from iln_jax.compare.jax_side import JaxTrainer
 from iln_jax.compare.pair import CompareError, ModelPair, build_pair, import_object, in_channels
-from iln_jax.compare.torch_recipe import TorchTrainer, perturb_one_ulp
+from iln_jax.compare.torch_recipe import TorchTrainer, copy_module, perturb_one_ulp
 
 REPORT = "report.json"
 FIGURE = "report.png"
@@ -136,11 +135,6 @@ def deterministic_kwargs(torch_class, kwargs: dict) -> dict:
         if key in accepted:
             out[key] = 0.0
     return out
-
-
-def _scale_of(module) -> int:
-    from iln_jax.inference.runner import output_scale
-    return output_scale(module)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -233,7 +227,7 @@ class Comparison:
         o = config.optim
         recipe = dict(schedule=lambda t: float(schedule(t)), b1=o.b1, b2=o.b2, eps=o.eps, ema_decay=o.ema_decay,
                       multiple=input_multiple(module), padding=getattr(module, "padding", "none"), scale=scale)
-        floor_model = None if args.no_floor else copy.deepcopy(self.pair.torch_model)
+        floor_model = None if args.no_floor else copy_module(self.pair.torch_model)
         self.sides = {"jax": JaxTrainer(config, self.pair, patch_size=patch, in_channels=channels),
                       "torch": TorchTrainer(self.pair.torch_model, **recipe)}
         if floor_model is not None:
