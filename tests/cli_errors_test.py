@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import xla_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_URL_REFUSED = "http://127.0.0.1:9/001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth"  # nothing listens on port 9
 SWINIR_X2_FILE = "001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth"
@@ -32,7 +34,8 @@ def _without(tmp_path: Path, *packages: str) -> str:
 
 def _cli(args: list, cwd: Path, *, absent: str = "", traceback: bool = False) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "ILN_JAX_"))}
-    env.update(JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", PYTHONPATH=os.pathsep.join(p for p in (absent, str(ROOT)) if p),
+    env.update(JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", XLA_FLAGS=xla_flags.flags_for(1),
+               PYTHONPATH=os.pathsep.join(p for p in (absent, str(ROOT)) if p),
                ILN_JAX_CACHE=str(cwd / "cache"))
     if traceback:
         env["ILN_JAX_TRACEBACK"] = "1"

@@ -2,8 +2,10 @@
 import os
 import pathlib
 
+import xla_flags
+
 # Must happen before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", xla_flags.flags_for(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from iln_jax import host_memory  # noqa: E402

@@ -12,6 +12,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+import xla_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "train_worker.py"
 # The training tests compile the same tiny programs many times (fresh jits per run, and in the
@@ -53,7 +55,8 @@ def tiny_config(spec: str = "configs/swinir.py:tiny=1", **overrides):
 def worker_env(num_devices: int, cache_dir: str | None = CACHE_DIR) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     # PYTHONFAULTHANDLER: a worker that ``finish`` finds hung is aborted and prints every thread's stack.
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}", JAX_PLATFORMS="cpu",
+    # XLA's optimisation passes off, as in the test process (conftest.py): they triple compile time.
+    env.update(XLA_FLAGS=xla_flags.flags_for(num_devices), JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
                PYTHONFAULTHANDLER="1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     if cache_dir:
         env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",

@@ -14,7 +14,6 @@ import importlib
 from typing import Any, Optional
 
 import flax
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,6 +21,7 @@ from iln_jax import models
 from iln_jax.errors import CheckpointError
 from iln_jax.layers.norm_registry import is_builtin, norm_label
 from iln_jax.models import scan_layout
+from iln_jax.models.shapes import variable_shapes
 from iln_jax.convert.mapping import Leaf, apply_renames, leaves
 from iln_jax.convert.spec import ArchSpec
 from iln_jax.convert.state_dict import load_state_dict
@@ -66,8 +66,7 @@ def template(module, example_shape: tuple[int, ...], sequences: frozenset[str],
              norm_names: tuple[str, str] = ("weight", "bias")) -> list[tuple[Leaf, tuple[int, ...]]]:
     """Every variable of ``module`` (traced on an input of ``example_shape``, not run) as
     ``(Leaf, Flax shape)``, named by the generic rule of ``iln_jax.convert.mapping``."""
-    x = jax.ShapeDtypeStruct(example_shape, jnp.float32)
-    shapes = jax.eval_shape(module.init, jax.random.key(0), x)  # every model's default is train=False
+    shapes = variable_shapes(module, example_shape)  # every model's default is train=False
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes))
     flat_shapes = {path: tuple(v.shape) for path, v in flat.items()}
     return [(leaf, flat_shapes[(leaf.collection, *leaf.flax_path)])

@@ -24,6 +24,7 @@ import numpy as np
 
 from iln_jax import convert, models
 from iln_jax.convert.state_dict import load_state_dict
+from iln_jax.models.shapes import variable_shapes
 from iln_jax.errors import CheckpointError
 from iln_jax.train.checkpoint import checkpoint_directory, load_config, load_state
 
@@ -56,7 +57,7 @@ def _tree_paths(tree) -> dict[str, tuple]:
 
 def check_tree(module, variables: dict, sample_shape: tuple[int, ...], what: str) -> None:
     """Raise naming missing / unexpected / mis-shaped variables of ``variables`` for ``module``."""
-    expected = jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct(sample_shape, jnp.float32))
+    expected = variable_shapes(module, sample_shape)
     want, have = _tree_paths(expected), _tree_paths(variables)
     missing = sorted(set(want) - set(have))
     unexpected = sorted(set(have) - set(want))

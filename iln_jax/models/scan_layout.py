@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import flax
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from iln_jax.models.shapes import variable_shapes
 from iln_jax.models.sr_shell import SRTransformer
 
 Flat = dict[tuple[str, ...], Any]
@@ -74,8 +74,7 @@ def to_scanned(module, variables: dict) -> dict:
 def unrolled_paths(module) -> list[tuple[str, ...]]:
     """Every variable path ``(collection, *modules, name)`` of the unrolled model."""
     flat_module = unrolled(module)
-    x = jax.ShapeDtypeStruct(example_shape(flat_module), jnp.float32)
-    shapes = jax.eval_shape(flat_module.init, jax.random.key(0), x)
+    shapes = variable_shapes(flat_module, example_shape(flat_module))
     return list(_flat(shapes))
 
 

@@ -141,11 +141,12 @@ def _two_steps(module, variables, x, target):
     tx, schedule = optim.make_optimizer(_optim_config())
     tx = optax.chain(_record_gradients(), tx)
     loss_cfg = ml_collections.ConfigDict(dict(pixel="l1", charbonnier_eps=1e-9, fft_weight=0.0))
-    params = variables["params"]
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                       ema_params=jax.tree.map(jnp.copy, params),
-                       model_state={k: v for k, v in variables.items() if k != "params"},
-                       rng=jax.random.key_data(jax.random.key(0)))
+
+    def initial(params, model_state):  # one program: op by op, every distinct shape compiles its own
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          ema_params=jax.tree.map(jnp.copy, params), model_state=model_state,
+                          rng=jax.random.key_data(jax.random.key(0)))
+    state = jax.jit(initial)(variables["params"], {k: v for k, v in variables.items() if k != "params"})
     batch = {"lq": jnp.asarray(x), "gt": jnp.asarray(target)}
     step = jax.jit(lambda s, b: train_step(s, b, model=module, tx=tx, schedule=schedule, loss_cfg=loss_cfg,
                                            ema_decay=EMA_DECAY))
