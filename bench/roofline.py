@@ -12,16 +12,23 @@ official PyTorch step (``bench/train_step.py``'s ``time_jax`` / ``time_torch``, 
 batch); the achieved GFLOP/s of each; and the machine's measured peak, a large float32 matrix product
 in each framework (``bench/gemm.py``). The step's fraction of that peak is the distance to the limit:
 a step at 0.6 of the GEMM peak can gain at most 1/0.6 from faster kernels, whatever PyTorch does.
-``--sequential`` times JAX's rounds, frees them, then PyTorch's (HAT's two steps do not fit in 24 GiB
-side by side); otherwise the rounds are interleaved.
+``--sequential`` times JAX's rounds, then PyTorch's in a process of its own (given JAX's weights,
+batch and forward output through files): HAT's PyTorch step alone takes ~20 GB, more than is left
+next to a JAX process on a 23 GiB machine. Otherwise the rounds are interleaved.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import gc
+import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -42,9 +49,29 @@ def parse_args(argv=None):
     p.add_argument("--gemm-n", type=int, default=4096, help="side of the square matrices of the peak measurement")
     p.add_argument("--gemm-reps", type=int, default=3)
     p.add_argument("--tiny", action="store_true", help="CPU-test model sizes (configs' tiny=1): checks the path")
+    p.add_argument("--batch", type=int, default=None,
+                   help="images per device instead of the model's (SwinIR-M 4, HAT 4): to fit a smaller machine")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model field for iln_jax's step, e.g. remat_policy=dots (repeatable; the model FLOPs "
+                        "stay those of the model without remat)")
     p.add_argument("--host-malloc", default="auto", choices=host_memory.POLICIES)
     p.add_argument("--json", default=None, help="write the report here")
+    p.add_argument("--torch-child", default=None, help=argparse.SUPPRESS)  # internal: --sequential's PyTorch side
     return p.parse_args(argv)
+
+
+def model_options(items: list[str]) -> dict:
+    """``["scan_layers=True", "remat_policy=dots"]`` -> ``{"scan_layers": True, "remat_policy": "dots"}``."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--model-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
 
 
 def measure_peaks(n: int, reps: int, with_torch: bool) -> dict:
@@ -60,22 +87,23 @@ def model_rows(a, name: str, refs: list, peaks: dict) -> list[dict]:
     from accelerator_sections import DRY_MODELS, MODELS
     spec = (DRY_MODELS if a.tiny else MODELS)[name]
     import jax
-    batch = spec.per_device_batch * jax.device_count()  # one CPU is one device; the tests simulate several
-    c = bench_step._config(spec.config, a.norm, batch, spec.patch, None, dict(spec.kwargs))
+    batch = (a.batch or spec.per_device_batch) * jax.device_count()  # one CPU is one device; the tests simulate several
+    options = model_options(a.model_option)
+    c = bench_step._config(spec.config, a.norm, batch, spec.patch, None, {**dict(spec.kwargs), **options})
     model_flops = flops.step_model_flops(c)
     r = bench_step.time_jax(c, a.steps, a.warmup)
     results = [r]
     if a.sequential:
         bench_step.finish_rounds_now(results, a.rounds, a.steps)
-    t = bench_step.time_torch(c, refs, r, a.steps, a.warmup, count_flops=True) if refs else None
+        t = torch_in_own_process(a, name, r, refs) if refs else None
+    else:
+        t = bench_step.time_torch(c, refs, r, a.steps, a.warmup, count_flops=True) if refs else None
     if t is not None:
         results.append(t)
     for x in results:
         for k in ("_variables", "_forward", "_model", "_inputs", "_host_batch"):
             x.pop(k, None)
-    if a.sequential:
-        bench_step.finish_rounds_now(results, a.rounds, a.steps)
-    else:
+    if not a.sequential:
         bench_step.interleave_rounds(results, a.rounds, a.steps)
     machine_peak = max(p["gflops_per_s"] for p in peaks.values())
     rows = []
@@ -86,6 +114,7 @@ def model_rows(a, name: str, refs: list, peaks: dict) -> list[dict]:
         own = peaks.get(framework, {}).get("gflops_per_s")
         rows.append(dict(model=name, config=spec.config, batch=c.data.batch_size, patch=c.data.patch_size,
                          norm=a.norm, framework=framework, impl=x["impl"], ms_per_step=x["ms_per_step"],
+                         model_options=options if framework == "jax" else None,
                          round_ms=x.get("round_ms"), model_gflop_per_step=model_flops / 1e9,
                          xla_gflop_per_step=(x.get("xla_flops") or 0) / 1e9 or None,
                          torch_counted_gflop_per_step=x["torch_flops"] / 1e9 if "torch_flops" in x else None,
@@ -101,6 +130,57 @@ def model_rows(a, name: str, refs: list, peaks: dict) -> list[dict]:
     gc.collect()
     host_memory.release_freed_memory()
     return rows
+
+
+def torch_in_own_process(a, name: str, jax_result: dict, refs: list) -> dict | None:
+    """``--sequential``'s PyTorch side: JAX's weights, batch and forward output go to files, a child
+    process (this script with ``--torch-child``) times the official step on them, the parent's JAX
+    memory out of its way. Returns time_torch's result (None: no checkout has the class)."""
+    from flax import serialization
+    with tempfile.TemporaryDirectory(prefix="roofline_torch_") as folder:
+        folder = Path(folder)
+        batch = jax_result["_host_batch"]
+        (folder / "variables.msgpack").write_bytes(serialization.msgpack_serialize(jax_result["_variables"]))
+        np.savez(folder / "inputs.npz", lq=batch["lq"], gt=batch["gt"], forward=jax_result["_forward"](batch["lq"]))
+        for k in ("_variables", "_forward", "_inputs"):
+            jax_result.pop(k, None)
+        gc.collect()
+        host_memory.release_freed_memory()
+        argv = [sys.executable, str(Path(__file__).resolve()), "--torch-child", str(folder), "--models", name,
+                "--norm", a.norm, "--torch-ref", a.torch_ref, "--steps", str(a.steps), "--rounds", str(a.rounds),
+                "--warmup", str(a.warmup), "--host-malloc", a.host_malloc, *(["--tiny"] if a.tiny else []),
+                *([f"--batch={a.batch}"] if a.batch else []),
+                *[f"--model-option={o}" for o in a.model_option]]
+        done = subprocess.run(argv)
+        result = folder / "torch.json"
+        if done.returncode != 0 or not result.exists():
+            print(f"[bench] {name}: the PyTorch process ended with exit code {done.returncode} "
+                  f"({'killed: out of memory?' if done.returncode in (-9, 137) else 'see its output above'}); "
+                  f"no PyTorch row", flush=True)
+            return None
+        return json.loads(result.read_text()) or None
+
+
+def torch_child(a) -> None:
+    """The process :func:`torch_in_own_process` starts: the official step on the parent's weights."""
+    from flax import serialization
+    from accelerator_sections import DRY_MODELS, MODELS
+    folder = Path(a.torch_child)
+    spec = (DRY_MODELS if a.tiny else MODELS)[a.models]
+    import jax
+    batch = (a.batch or spec.per_device_batch) * jax.device_count()
+    c = bench_step._config(spec.config, a.norm, batch, spec.patch, None,
+                           {**dict(spec.kwargs), **model_options(a.model_option)})
+    inputs = np.load(folder / "inputs.npz")
+    forward = inputs["forward"]
+    jax_result = {"_variables": serialization.msgpack_restore((folder / "variables.msgpack").read_bytes()),
+                  "_host_batch": {"lq": inputs["lq"], "gt": inputs["gt"]}, "_forward": lambda x: forward}
+    refs = [Path(x).expanduser() for x in a.torch_ref.split(",")]
+    t = bench_step.time_torch(c, refs, jax_result, a.steps, a.warmup, count_flops=True)
+    if t is not None:
+        bench_step.finish_rounds_now([t], a.rounds, a.steps)
+        t = {k: v for k, v in t.items() if not k.startswith("_")}
+    (folder / "torch.json").write_text(json.dumps(t))
 
 
 def format_table(report: dict) -> str:
@@ -126,6 +206,8 @@ def format_table(report: dict) -> str:
 def main(argv=None) -> dict:
     a = parse_args(argv)
     host_memory.configure(a.host_malloc)
+    if a.torch_child:
+        return torch_child(a)
     load_start = os.getloadavg()
     refs = [Path(x).expanduser() for x in a.torch_ref.split(",")] if a.torch_ref else []
     if a.tiny:
