@@ -1,5 +1,7 @@
-"""One check every backbone x norm pair must pass: init, a jitted forward, finite output of the
-right size for an input that is not a multiple of the window (reflect pad, then crop).
+"""Helpers of the backbone tests. ``init_apply_jit``: the check every backbone x norm pair must pass
+(init, a jitted forward, finite output of the right size for an input that is not a multiple of the
+window: reflect pad, then crop). ``synthetic_variables``: variables for tests that need values but
+not the initialiser's.
 
 ``module.init`` runs eagerly on purpose: jitted, its per-parameter RNG ops dominate compile time,
 while eager ops are compiled once per shape and reused by every norm of a sweep.
@@ -26,3 +28,18 @@ def init_apply_jit(module, *, train: bool = False, input_shape=ODD_INPUT):
         changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"])
         assert all(jax.tree.leaves(changed)) == train
     return out, updates
+
+
+def synthetic_variables(module, x, seed=0):
+    """Variables with the shapes ``module.init`` gives (traced, not compiled: compiling every
+    parameter's initializer dominates a tiny model's compile time), random values from numpy."""
+    shapes = jax.eval_shape(module.init, jax.random.key(0), x)
+    rng = np.random.default_rng(seed)
+
+    def value(path, leaf):
+        name = path[-1].key
+        if path[0].key == "batch_stats":
+            return np.full(leaf.shape, 1.0 if name == "var" else 0.0, np.float32)
+        return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(value, shapes)

@@ -13,7 +13,8 @@ import golden
 from iln_jax import convert, models
 from iln_jax.layers.norms import NORMS
 from iln_jax.models import hint
-from restormer_test import check_init_apply_jit, grid_input, synthetic_variables
+from backbone_smoke import synthetic_variables
+from restormer_test import check_init_apply_jit, grid_input
 
 TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(8, 8, 8, 8))
 

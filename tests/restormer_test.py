@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import golden
+from backbone_smoke import synthetic_variables
 from iln_jax import convert, models
 from iln_jax.layers import channel_attention as ca
 from iln_jax.layers.norms import NORMS, BiasFreeLayerNorm
@@ -15,21 +16,6 @@ from iln_jax.models.restormer import EXDA_PARAMS, EXDA_SIZES
 
 TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8))
 EXDA_TINY = dict(value_transform="residual", global_tokens=4)  # head width 8 everywhere
-
-
-def synthetic_variables(module, x, seed=0):
-    """Variables with the shapes ``module.init`` gives (traced, not compiled: compiling every
-    parameter's initializer dominates a tiny model's compile time), random values from numpy."""
-    shapes = jax.eval_shape(module.init, jax.random.key(0), x)
-    rng = np.random.default_rng(seed)
-
-    def value(path, leaf):
-        name = path[-1].key
-        if path[0].key == "batch_stats":
-            return np.full(leaf.shape, 1.0 if name == "var" else 0.0, np.float32)
-        return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(value, shapes)
 
 
 def check_init_apply_jit(module, x, execute=True):

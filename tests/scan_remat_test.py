@@ -17,6 +17,8 @@ from iln_jax.parity import checks as grad_checks
 from iln_jax import analysis, models
 from iln_jax.models import scan_layout
 
+from backbone_smoke import synthetic_variables
+
 SR = dict(img_size=16, window_size=4, embed_dim=16, upscale=2, upsampler="pixelshuffle", mlp_ratio=2)
 CASES = {
     # identical groups, even depth: groups and pairs scanned
@@ -56,26 +58,11 @@ def _rel(a, b):
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-30))
 
 
-def _random_variables(module, x, seed=0):
-    """Variables of the shapes ``module.init`` makes, drawn here (no init to compile): kernels at
-    1/sqrt(fan-in), every other tensor (biases, norm scales, position tables) nonzero too."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(module.init, jax.random.key(0), x)
-
-    def draw(path, s):
-        name = jax.tree_util.keystr(path)
-        if len(s.shape) >= 2 and "kernel" in name:
-            return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype)
-        base = 1.0 if "scale" in name or "var" in name else 0.0
-        return (base + 0.1 * rng.standard_normal(s.shape)).astype(s.dtype)
-    return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
 @functools.lru_cache(maxsize=None)
 def _unrolled(name):
     module = _case(name)
     x = _input()
-    variables = _random_variables(module, x)
+    variables = synthetic_variables(module, x)
     loss, grads = _loss_and_grads(module, variables, x)
     return x, variables, loss, grads
 
@@ -98,7 +85,7 @@ def test_outputs_and_gradients_equal_the_unrolled_model(name, options):
 @pytest.mark.parametrize("name", list(CASES))
 def test_layout_round_trip_is_exact_and_stacks_the_repeated_blocks(name):
     module = _case(name, scan_layers=True)
-    variables = _random_variables(_case(name), _input())
+    variables = synthetic_variables(_case(name), _input())
     scanned = scan_layout.to_scanned(module, variables)
     init_shapes = jax.eval_shape(module.init, jax.random.key(0), _input())
     assert jax.tree.map(np.shape, scanned) == jax.tree.map(np.shape, init_shapes)
@@ -122,7 +109,7 @@ def test_dropout_and_drop_path_train_in_both_layouts():
     x = _input()
     for options in ({}, {"scan_layers": True}):
         module = _case("swinir", **options).clone(drop_path_rate=0.5)
-        variables = scan_layout.to_scanned(module, _random_variables(_case("swinir"), x))
+        variables = scan_layout.to_scanned(module, synthetic_variables(_case("swinir"), x))
         forward = jax.jit(lambda v, key, module=module: module.apply(v, x, train=True, rngs={"dropout": key}))
         a, b = forward(variables, jax.random.key(1)), forward(variables, jax.random.key(2))
         assert not np.allclose(a, b)  # drop-path is live (and its rate reaches every scanned block)
@@ -131,7 +118,7 @@ def test_dropout_and_drop_path_train_in_both_layouts():
 def test_batchnorm_statistics_are_stacked_and_updated():
     module = _case("swinir", norm="batchnorm", scan_layers=True)
     x = _input()
-    variables = scan_layout.to_scanned(module, _random_variables(_case("swinir", norm="batchnorm"), x))
+    variables = scan_layout.to_scanned(module, synthetic_variables(_case("swinir", norm="batchnorm"), x))
     mean = variables["batch_stats"]["layers"]["residual_group"]["pairs"]["unshifted"]["norm1"]["mean"]
     assert mean.shape == (2, 1, 16)
     _, updated = jax.jit(lambda v: module.apply(v, x, train=True, mutable=["batch_stats"],
@@ -144,7 +131,7 @@ def test_batchnorm_statistics_are_stacked_and_updated():
 def test_diagnostics_name_and_measure_the_same_blocks(name):
     x = _input()
     flat = _case(name)
-    variables = _random_variables(flat, x)
+    variables = synthetic_variables(flat, x)
     scanned = _case(name, scan_layers=True)
     ref = analysis.make_diagnostics_fn(flat)(variables, x)
     ours = analysis.make_diagnostics_fn(scanned)(scan_layout.to_scanned(scanned, variables), x)
@@ -191,7 +178,7 @@ def test_unrolled_remat_keeps_less_for_the_backward_pass():
 def _attention_case():
     module = _case("hat", norm="layernorm")
     x = _input()
-    return module, x, _random_variables(module, x)
+    return module, x, synthetic_variables(module, x)
 
 
 def test_jax_attention_implementation_equals_xla():
@@ -213,7 +200,7 @@ def _convolutions(module, variables, x) -> int:
 def test_conv_impl_is_a_model_field_that_scanned_and_rematerialised_models_follow(monkeypatch):
     module = _case("hat", scan_layers=True, remat_policy="dots")
     x = _input()
-    variables = scan_layout.to_scanned(module, _random_variables(_case("hat"), x))
+    variables = scan_layout.to_scanned(module, synthetic_variables(_case("hat"), x))
     xla = module.clone(conv_impl="xla")
     # On the CPU, "auto" computes HAT's 1x1 channel-attention convs as matmuls: fewer XLA convolutions.
     assert module.conv_impl == "auto" and _convolutions(module, variables, x) < _convolutions(xla, variables, x)
