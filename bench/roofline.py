@@ -19,7 +19,6 @@ next to a JAX process on a 23 GiB machine. Otherwise the rounds are interleaved.
 from __future__ import annotations
 
 import argparse
-import ast
 import gc
 import json
 import os
@@ -60,18 +59,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def model_options(items: list[str]) -> dict:
-    """``["scan_layers=True", "remat_policy=dots"]`` -> ``{"scan_layers": True, "remat_policy": "dots"}``."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--model-option {item!r}: expected KEY=VALUE")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return options
+def model_config(a, name: str):
+    """-> (model spec, config of the timed step, the ``--model-option`` fields) for model ``name``."""
+    from accelerator_sections import DRY_MODELS, MODELS
+    from iln_jax.errors import ConfigError
+    from iln_jax.train.configs import parse_overrides
+    import jax
+    spec = (DRY_MODELS if a.tiny else MODELS)[name]
+    try:
+        options = parse_overrides(a.model_option, "--model-option", "remat_policy=dots")
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    batch = (a.batch or spec.per_device_batch) * jax.device_count()  # one CPU is one device; the tests simulate several
+    return spec, bench_step._config(spec.config, a.norm, batch, spec.patch, None, {**dict(spec.kwargs), **options}), options
 
 
 def measure_peaks(n: int, reps: int, with_torch: bool) -> dict:
@@ -84,12 +84,7 @@ def measure_peaks(n: int, reps: int, with_torch: bool) -> dict:
 
 def model_rows(a, name: str, refs: list, peaks: dict) -> list[dict]:
     import flops
-    from accelerator_sections import DRY_MODELS, MODELS
-    spec = (DRY_MODELS if a.tiny else MODELS)[name]
-    import jax
-    batch = (a.batch or spec.per_device_batch) * jax.device_count()  # one CPU is one device; the tests simulate several
-    options = model_options(a.model_option)
-    c = bench_step._config(spec.config, a.norm, batch, spec.patch, None, {**dict(spec.kwargs), **options})
+    spec, c, options = model_config(a, name)
     model_flops = flops.step_model_flops(c)
     r = bench_step.time_jax(c, a.steps, a.warmup)
     results = [r]
@@ -164,13 +159,8 @@ def torch_in_own_process(a, name: str, jax_result: dict, refs: list) -> dict | N
 def torch_child(a) -> None:
     """The process :func:`torch_in_own_process` starts: the official step on the parent's weights."""
     from flax import serialization
-    from accelerator_sections import DRY_MODELS, MODELS
     folder = Path(a.torch_child)
-    spec = (DRY_MODELS if a.tiny else MODELS)[a.models]
-    import jax
-    batch = (a.batch or spec.per_device_batch) * jax.device_count()
-    c = bench_step._config(spec.config, a.norm, batch, spec.patch, None,
-                           {**dict(spec.kwargs), **model_options(a.model_option)})
+    _, c, _ = model_config(a, a.models)
     inputs = np.load(folder / "inputs.npz")
     forward = inputs["forward"]
     jax_result = {"_variables": serialization.msgpack_restore((folder / "variables.msgpack").read_bytes()),
