@@ -19,8 +19,7 @@ report_lib = importlib.import_module("accelerator_report")
 
 
 def _env() -> dict:
-    # XLA's optimisation passes off, as in the rest of the suite: the dry run checks paths, not speed.
-    return {**worker_env(1), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    return worker_env(1)  # XLA's optimisation passes off, as in the rest of the suite: it checks paths, not speed
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,7 @@ def _without(tmp_path: Path, *packages: str) -> str:
 
 def _cli(args: list, cwd: Path, *, absent: str = "", traceback: bool = False) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "ILN_JAX_"))}
-    env.update(JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", XLA_FLAGS=xla_flags.flags_for(1),
-               PYTHONPATH=os.pathsep.join(p for p in (absent, str(ROOT)) if p),
+    env.update(xla_flags.process_env(1), PYTHONPATH=os.pathsep.join(p for p in (absent, str(ROOT)) if p),
                ILN_JAX_CACHE=str(cwd / "cache"))
     if traceback:
         env["ILN_JAX_TRACEBACK"] = "1"

@@ -72,8 +72,7 @@ def _run(tmp_path, args, **env):
     (tmp_path / "flax_sr.py").write_text(textwrap.dedent(FLAX_MODEL))
     return subprocess.run([sys.executable, "-m", "iln_jax.compare", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": xla_flags.flags_for(1),
-                               "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", **env})
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **xla_flags.process_env(1), **env})
 
 
 @pytest.fixture(scope="module")

@@ -190,9 +190,7 @@ def _python_env(cwd: Path) -> dict:
     it is not installed here (what ``pip install -e .`` amounts to). XLA's optimisation passes are
     off, as in the rest of the suite (they triple compile time and change nothing tested here)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "PYTHONPATH"))}
-    env.update(JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", XLA_FLAGS=xla_flags.flags_for(1),
-               ILN_JAX_CACHE=str(cwd / "cache"),
-               MPLBACKEND="Agg")
+    env.update(xla_flags.process_env(1), ILN_JAX_CACHE=str(cwd / "cache"), MPLBACKEND="Agg")
     found = subprocess.run([sys.executable, "-c", "import iln_jax; print(iln_jax.__file__)"], cwd=cwd, env=env,
                            capture_output=True, text=True)
     if found.returncode != 0 or Path(found.stdout.strip()).resolve().parent.parent != ROOT:

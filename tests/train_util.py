@@ -55,9 +55,7 @@ def tiny_config(spec: str = "configs/swinir.py:tiny=1", **overrides):
 def worker_env(num_devices: int, cache_dir: str | None = CACHE_DIR) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     # PYTHONFAULTHANDLER: a worker that ``finish`` finds hung is aborted and prints every thread's stack.
-    # XLA's optimisation passes off, as in the test process (conftest.py): they triple compile time.
-    env.update(XLA_FLAGS=xla_flags.flags_for(num_devices), JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-               PYTHONFAULTHANDLER="1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(xla_flags.process_env(num_devices), PYTHONFAULTHANDLER="1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     if cache_dir:
         env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")

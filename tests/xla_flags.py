@@ -1,4 +1,5 @@
-"""XLA flags of every JAX process the suite starts (no jax import here: conftest sets them first).
+"""XLA flags and JAX settings of every JAX process the suite starts (no jax import here: conftest
+sets them first).
 
 The suite checks numerics and behaviour, not speed, and spends most of its time compiling many
 small model variants. XLA:CPU's newer fusion emitters take ~1.5x longer to compile them than the
@@ -37,3 +38,10 @@ def flags_for(num_devices: int) -> str:
     flags = [f"--xla_force_host_platform_device_count={num_devices}"]
     flags += [f"--{flag}" for flag in FAST_COMPILE_FLAGS if _known(flag.split("=")[0])]
     return " ".join(flags)
+
+
+def process_env(num_devices: int) -> dict[str, str]:
+    """The environment variables of a JAX process the suite starts: CPU, ``num_devices`` devices, the
+    fast-compile flags, and XLA's optimisation passes off as in the test process (conftest.py: they
+    triple compile time and change results only at round-off)."""
+    return {"JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", "XLA_FLAGS": flags_for(num_devices)}
