@@ -50,9 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true", help="CPU-test model sizes (configs' tiny=1): checks the path")
     p.add_argument("--batch", type=int, default=None,
                    help="images per device instead of the model's (SwinIR-M 4, HAT 4): to fit a smaller machine")
-    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a model field for iln_jax's step, e.g. remat_policy=dots (repeatable; the model FLOPs "
-                        "stay those of the model without remat)")
+    p.add_argument("--model-kwargs", default="{}",
+                   help="JSON of model fields for iln_jax's step, as in bench/train_step.py, e.g. "
+                        "'{\"remat_policy\": \"dots\"}' (the model FLOPs stay those of the model without remat)")
     p.add_argument("--host-malloc", default="auto", choices=host_memory.POLICIES)
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--torch-child", default=None, help=argparse.SUPPRESS)  # internal: --sequential's PyTorch side
@@ -60,16 +60,11 @@ def parse_args(argv=None):
 
 
 def model_config(a, name: str):
-    """-> (model spec, config of the timed step, the ``--model-option`` fields) for model ``name``."""
+    """-> (model spec, config of the timed step, the ``--model-kwargs`` fields) for model ``name``."""
     from accelerator_sections import DRY_MODELS, MODELS
-    from iln_jax.errors import ConfigError
-    from iln_jax.train.configs import parse_overrides
     import jax
     spec = (DRY_MODELS if a.tiny else MODELS)[name]
-    try:
-        options = parse_overrides(a.model_option, "--model-option", "remat_policy=dots")
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
+    options = json.loads(a.model_kwargs)
     batch = (a.batch or spec.per_device_batch) * jax.device_count()  # one CPU is one device; the tests simulate several
     return spec, bench_step._config(spec.config, a.norm, batch, spec.patch, None, {**dict(spec.kwargs), **options}), options
 
@@ -145,7 +140,7 @@ def torch_in_own_process(a, name: str, jax_result: dict, refs: list) -> dict | N
                 "--norm", a.norm, "--torch-ref", a.torch_ref, "--steps", str(a.steps), "--rounds", str(a.rounds),
                 "--warmup", str(a.warmup), "--host-malloc", a.host_malloc, *(["--tiny"] if a.tiny else []),
                 *([f"--batch={a.batch}"] if a.batch else []),
-                *[f"--model-option={o}" for o in a.model_option]]
+                "--model-kwargs", a.model_kwargs]
         done = subprocess.run(argv)
         result = folder / "torch.json"
         if done.returncode != 0 or not result.exists():

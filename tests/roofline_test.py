@@ -15,7 +15,7 @@ official_standin = importlib.import_module("official_standin")
 def _report(tmp_path, checkout, *extra) -> dict:
     out = tmp_path / "roofline.json"
     roofline.main(["--tiny", "--models", "swinir-m", "--torch-ref", str(checkout), "--steps", "1", "--rounds", "1",
-                   "--warmup", "0", "--model-option", "remat_policy=dots", "--json", str(out), *extra])
+                   "--warmup", "0", "--model-kwargs", '{"remat_policy": "dots"}', "--json", str(out), *extra])
     return json.loads(out.read_text())
 
 

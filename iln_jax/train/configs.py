@@ -123,14 +123,13 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         parse_init_from(c.train.init_from)
 
 
-def parse_overrides(items: list[str], flag: str = "--set", example: str = "train.num_steps=300") -> dict:
-    """``["train.num_steps=300", "optim.lr=1e-3"]`` -> ``{"train.num_steps": 300, ...}`` (values as Python
-    literals where they parse as one, else strings). ``flag``/``example`` name the option in the error."""
+def parse_overrides(items: list[str]) -> dict:
+    """``["train.num_steps=300", "optim.lr=1e-3"]`` -> ``{"train.num_steps": 300, ...}``."""
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"{flag} {item!r}: expected key=value (e.g. {example})")
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.num_steps=300)")
         try:
             out[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
