@@ -49,6 +49,25 @@ log = logging.getLogger(__name__)
 ITEMS = (STATE, DATA, CONFIG)
 CORRUPT_MARK = ".corrupt-"
 
+# Orbax's "replica-parallel" save cuts each replicated array into one slice per replica (device),
+# each an op dispatched and copied on its own. For small arrays (biases, norms, position tables:
+# most of an IR transformer's leaves) that costs more than it saves: a tiny SwinIR on 8 CPU devices
+# spent 3.5 of its 9 s saving five checkpoints, in 80 slice compilations. Arrays whose slices would
+# be under this size are written whole by one replica; a checkpoint restores the same either way.
+MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL = 1 << 20
+
+
+def _use_whole_small_arrays() -> None:
+    """Register Orbax's jax.Array handler with :data:`MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL`, its other
+    settings as Orbax's default handler has them (process wide: Orbax keeps one registry; idempotent)."""
+    current = ocp.type_handlers.get_type_handler(jax.Array)
+    if getattr(current, "_min_slice_bytes_for_replica_parallel", None) == MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL:
+        return
+    handler = ocp.type_handlers.ArrayHandler(
+        array_metadata_store=getattr(current, "_array_metadata_store", None),  # the default writes array metadata
+        min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL)
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
 
 def _restorable(iterator) -> bool:
     return iterator is not None and hasattr(iterator, "get_state") and hasattr(iterator, "set_state")
@@ -66,6 +85,7 @@ class Checkpointer:
                  async_save: bool = True):
         self.directory = paths.as_path(directory)
         self.max_to_keep = max_to_keep
+        _use_whole_small_arrays()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None,  # pruned here, after a newer save is known to be complete
             save_interval_steps=max(1, save_every), enable_async_checkpointing=async_save, create=True,
