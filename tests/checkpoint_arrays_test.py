@@ -1,6 +1,6 @@
 """How the Checkpointer hands a replicated state to Orbax: small arrays are saved whole by one replica
-(no per-device slice ops), large ones still replica-parallel; the files and the restored arrays are
-those of Orbax's default handler, and each reads the other's checkpoints."""
+(no per-device slice ops), large ones still replica-parallel; the items written are those of Orbax's
+default handler (only the chunking of the bytes differs), and each reads the other's checkpoints."""
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
