@@ -13,7 +13,8 @@ dropped, so the files read as one uninterrupted run.
 Everything is written synchronously from the calling thread and flushed at every call, so a
 failing write (a full disk, a lost mount) raises :class:`StorageError` naming the file at once.
 (tensorboardX's ``SummaryWriter`` writes from a thread through a bounded queue; when that thread
-dies on a full disk, the next ``add_*`` blocks forever.)
+dies on a full disk, the next ``add_*`` blocks forever. The event files are written by
+:mod:`iln_jax.train.event_file`.)
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import io
 import json
 import math
 import sys
-import tempfile
 import time
 from typing import Callable, Optional, TextIO
 
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from iln_jax import paths
 from iln_jax.errors import StorageError
+from iln_jax.train.event_file import EventFile
 
 SPLITS = ("train", "val")
 
@@ -57,56 +58,6 @@ def storage_errors(describe: Callable[..., str]):
                 raise StorageError(f"cannot write {where}: {e.strerror or e}; stopping") from None
         return inner
     return wrap
-
-
-class EventFile:
-    """A TensorBoard event file written synchronously (``add_scalar``, ``add_image``, ``flush``).
-
-    A first event at ``purge_step`` tells TensorBoard to hide the events at and after that step
-    from earlier files, as ``SummaryWriter(purge_step=...)`` does.
-    """
-
-    def __init__(self, logdir: epath.Path, *, purge_step: Optional[int] = None):
-        # Imported here: tensorboardX pulls in PyTorch when it is installed, and only process 0 writes.
-        from tensorboardX.event_file_writer import EventsWriter
-        from tensorboardX.proto.event_pb2 import Event, SessionLog
-
-        logdir.mkdir(parents=True, exist_ok=True)
-        self._event = Event
-        # tensorboardX writes local files only: on an object store the event file is written to a
-        # local staging folder and uploaded whole at every flush (an object cannot be appended to).
-        self._staging = None
-        local = logdir
-        if paths.is_url(logdir):
-            self._staging = tempfile.TemporaryDirectory(prefix="iln_jax_tb_")
-            local = epath.Path(self._staging.name)
-        self._writer = EventsWriter(str(local / "events"))
-        self._local_file = self._writer._file_name
-        self.path = logdir / epath.Path(self._local_file).name
-        if purge_step is not None:
-            self._writer.write_event(Event(step=purge_step, wall_time=time.time(),
-                                           session_log=SessionLog(status=SessionLog.START)))
-
-    def _add(self, summary, step: int) -> None:
-        self._writer.write_event(self._event(summary=summary, step=int(step), wall_time=time.time()))
-
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        from tensorboardX.summary import scalar
-        self._add(scalar(tag, value), step)
-
-    def add_image(self, tag: str, img: np.ndarray, step: int) -> None:
-        from tensorboardX.summary import image
-        self._add(image(tag, img, dataformats="HWC"), step)
-
-    def flush(self) -> None:
-        self._writer.flush()
-        if self._staging is not None:
-            self.path.write_bytes(epath.Path(self._local_file).read_bytes())
-
-    def close(self) -> None:
-        self._writer.close()
-        if self._staging is not None:
-            self._staging.cleanup()
 
 
 class MetricWriter:
