@@ -1,8 +1,11 @@
 """Test-wide JAX setup: 8 virtual CPU devices (for data-parallel tests) and the paths of test data."""
 import os
 import pathlib
+import sys
 
 import xla_flags
+
+sys.dont_write_bytecode = False  # as the processes the suite starts (xla_flags.process_env): cache bytecode
 
 # Must happen before jax is imported anywhere.
 os.environ.setdefault("XLA_FLAGS", xla_flags.flags_for(8))
