@@ -1,7 +1,7 @@
 """Helpers of the backbone tests. ``init_apply_jit``: the check every backbone x norm pair must pass
 (init, a jitted forward, finite output of the right size for an input that is not a multiple of the
 window: reflect pad, then crop). ``synthetic_variables``: variables for tests that need values but
-not the initialiser's.
+not the initialiser's. ``each_norm_with``: the cases of a norm sweep over a second option.
 
 ``module.init`` runs eagerly on purpose: jitted, its per-parameter RNG ops dominate compile time,
 while eager ops are compiled once per shape and reused by every norm of a sweep.
@@ -12,6 +12,15 @@ import numpy as np
 
 ODD_INPUT = (2, 9, 7, 3)
 TRAIN_MODE_NORMS = ("batchnorm", "iln")  # the norms whose training forward differs (batch stats, rescale)
+
+
+def each_norm_with(options: tuple) -> list[tuple]:
+    """``(norm, option)`` for every built-in norm, the options taken in turn, so that every norm and
+    every option is built (2-3 norms per option). The norm sits in the blocks, an upsampler / HINT
+    mode / ExDA option in other parts of the network: their full cross product compiled 4x the
+    programs to check no more pairs that meet (tests/README.md)."""
+    from iln_jax.layers.norms import NORMS
+    return [(norm, options[i % len(options)]) for i, norm in enumerate(NORMS)]
 
 
 def init_apply_jit(module, *, train: bool = False, input_shape=ODD_INPUT):

@@ -11,9 +11,8 @@ import pytest
 
 import golden
 from iln_jax import convert, models
-from iln_jax.layers.norms import NORMS
 from iln_jax.models import hint
-from backbone_smoke import synthetic_variables
+from backbone_smoke import each_norm_with, synthetic_variables
 from restormer_test import check_init_apply_jit, grid_input
 
 TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(8, 8, 8, 8))
@@ -170,8 +169,8 @@ def test_width_must_split_into_eighths():
 
 # Traced and lowered to XLA only, not compiled: the numerics of both modes run against the goldens above
 # (layernorm), and those of every norm's block wrapper in the Restormer grid (the same TransformerBlock).
-@pytest.mark.parametrize("faithful", [False, True], ids=["corrected", "faithful"])
-@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("norm,faithful", each_norm_with((False, True)),
+                         ids=lambda value: {False: "corrected", True: "faithful"}.get(value, value))
 def test_every_norm_and_mode_initializes_and_lowers(norm, faithful):
     check_init_apply_jit(models.create("hint", norm=norm, faithful=faithful, **TINY), grid_input(),
                          execute=False)

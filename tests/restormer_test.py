@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import golden
-from backbone_smoke import synthetic_variables
+from backbone_smoke import each_norm_with, synthetic_variables
 from iln_jax import convert, models
 from iln_jax.layers import channel_attention as ca
-from iln_jax.layers.norms import NORMS, BiasFreeLayerNorm
+from iln_jax.layers.norms import BiasFreeLayerNorm
 from iln_jax.models.restormer import EXDA_PARAMS, EXDA_SIZES
 
 TINY = dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 2, 4, 8))
@@ -180,13 +180,13 @@ def test_resampling_matrices_match_pytorch():
         np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-6)
 
 
-# -- every norm x option ----------------------------------------------------------------------------
+# -- every norm, every option ----------------------------------------------------------------------------
 
 # Executed numerically: the ExDA model with i-LN (per-image statistics and branch rescale); the official
-# layernorm model runs in the golden-parity tests. Every other cell is traced and lowered to XLA
-# (shapes, dtypes, every trace-time error), not compiled: a U-Net compiles in seconds per cell.
+# layernorm model runs in the golden-parity tests. Every other case is traced and lowered to XLA
+# (shapes, dtypes, every trace-time error), not compiled: a U-Net compiles in seconds per case.
 EXECUTED = ("iln", "exda")
-LOWERED = [(norm, options) for options in ("official", "exda") for norm in NORMS if (norm, options) != EXECUTED]
+LOWERED = [case for case in each_norm_with(("official", "exda")) if case != EXECUTED]
 
 
 def _grid_model(norm, options, **extra):

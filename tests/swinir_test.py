@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import golden
+from backbone_smoke import each_norm_with
 from iln_jax import convert, models
-from iln_jax.layers.norms import NORMS
 from iln_jax.layers.padding import pad_to_multiple
 
 GOLDEN = ["swinir_sr_x2_pixelshuffle", "swinir_dn_3conv"]
@@ -47,8 +47,7 @@ def _tiny(norm, upsampler, **kw):
     return models.create("swinir", norm=norm, **args)
 
 
-@pytest.mark.parametrize("upsampler", ["pixelshuffle", "pixelshuffledirect", "nearest+conv", ""])
-@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("norm,upsampler", each_norm_with(("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")))
 def test_every_norm_and_upsampler_initializes_applies_and_jits(norm, upsampler):
     module = _tiny(norm, upsampler)
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 9, 7, 3)), jnp.float32)
