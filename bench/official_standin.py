@@ -45,7 +45,10 @@ def standin_class(arch: str):
             super().__init__()
             module = convert.build(arch, **kwargs)
             shape = convert.arch_spec(arch).example_input(module)
-            variables = module.init(jax.random.key(0), np.zeros(shape, np.float32))
+            # Only names, shapes and dtypes are needed (the caller loads its weights strictly): an
+            # abstract init, as the model's init run op by op compiled each of its hundreds of ops.
+            abstract = jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, np.float32))
+            variables = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract)
             self.upscale = int(kwargs.get("upscale", 1))
             for key, value in convert.to_torch(arch, variables, **kwargs).items():
                 *path, leaf = key.split(".")
