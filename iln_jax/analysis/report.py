@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from iln_jax.analysis import bias_alignment as bias_lib
@@ -50,7 +50,7 @@ def analyze_model(module, variables: dict, images: Sequence[np.ndarray], out_dir
     for name in FIGURES:  # a figure of an earlier analysis in this folder must not pass for this one's
         (out_dir / name).unlink(missing_ok=True)
     not_written: dict[str, str] = {}
-    x = jnp.asarray(analysis_batch(images, input_multiple(module), crop))
+    x = jax.device_put(analysis_batch(images, input_multiple(module), crop))
     per_block = diagnostics.make_stats_fn(module, level=level)(variables, x)
     result = {"label": label, "input_shape": list(x.shape), "level": level, "blocks": per_block}
     if per_block:

@@ -31,7 +31,6 @@ from typing import Optional
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import parity
@@ -96,7 +95,7 @@ def _torch_first(output):
 def run_comparison(torch_model, flax_module, variables: dict, x_nhwc: np.ndarray, sequences) -> dict:
     """Run both models on ``x_nhwc`` and compare every mapped module output and the final output."""
     import torch  # PyTorch is a dev/parity dependency: imported on use
-    out_f, state = flax_module.apply(variables, jnp.asarray(x_nhwc), capture_intermediates=True,
+    out_f, state = flax_module.apply(variables, jax.device_put(x_nhwc), capture_intermediates=True,
                                      mutable=["intermediates"])
     flat = flax.traverse_util.flatten_dict(state["intermediates"])
     flax_outputs = {}

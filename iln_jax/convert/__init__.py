@@ -14,6 +14,7 @@ import importlib
 from typing import Any, Optional
 
 import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -137,9 +138,11 @@ def from_torch(arch: str, state_dict: Any, *, param_key: Optional[str] = None, *
     _raise_problems("The state_dict does not match", arch, module, missing_keys=missing, unexpected_keys=unexpected,
                     shape_mismatches=bad_shape, inconsistent_buffers=bad_buffer)
 
-    flat = {(leaf.collection, *leaf.flax_path): jnp.asarray(leaf.from_torch(sd[key]), jnp.float32)
+    # Stacked for a scanned layout on the host: jnp.stack run op by op compiles once per shape.
+    flat = {(leaf.collection, *leaf.flax_path): np.asarray(leaf.from_torch(sd[key]), np.float32)
             for key, (leaf, _) in by_key.items()}
-    return module, scan_layout.to_scanned(module, flax.traverse_util.unflatten_dict(flat))
+    variables = scan_layout.to_scanned(module, flax.traverse_util.unflatten_dict(flat))
+    return module, jax.tree.map(jnp.asarray, variables)
 
 
 def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
@@ -149,7 +152,9 @@ def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
     module = build(arch, **kwargs)
     check_user_norm(arch, spec, module)
     template = _template(spec, module)
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(scan_layout.to_unrolled(module, variables)))
+    # On the host before unstacking a scanned layout: indexing device arrays op by op compiles once per shape.
+    variables = jax.tree.map(np.asarray, flax.core.unfreeze(variables))
+    flat = flax.traverse_util.flatten_dict(scan_layout.to_unrolled(module, variables))
     wanted = {(leaf.collection, *leaf.flax_path): (leaf, shape) for leaf, shape in template}
     missing = ["/".join(p) for p in wanted if p not in flat]
     unexpected = ["/".join(p) for p in flat if p not in wanted]

@@ -19,7 +19,6 @@ from typing import Any, Optional
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import convert, models
@@ -124,7 +123,7 @@ def load_run(workdir: str | Path, *, step: Optional[int] = None, weights: str = 
         params = state["params"]
     variables = {"params": params, **(state.get("model_state") or {})}
     check_tree(module, variables, _sample_shape(module, 3), f"{ckpt_dir} step {step} ({used})")
-    variables = jax.tree.map(jnp.asarray, variables)
+    variables = jax.device_put(variables)  # jnp.asarray of a NumPy leaf compiles a program per shape
     return LoadedModel(module, variables, arch, norm, f"{ckpt_dir} step {step} ({used})", config, step, used)
 
 

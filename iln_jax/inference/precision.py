@@ -88,7 +88,8 @@ def for_precision(module, variables: dict, precision: str):
     if precision == "fp32":  # as the module is (a module of the user's own may have no dtype field)
         return (module.clone(dtype=None) if hasattr(module, "dtype") else module), variables
     dtype = FLOAT_DTYPES[precision]
-    variables["params"] = cast_floating(variables["params"], dtype)
+    # One program for the whole tree: cast leaf by leaf, each distinct shape compiled a program of its own.
+    variables["params"] = jax.jit(cast_floating, static_argnums=1)(variables["params"], dtype)
     if not hasattr(module, "dtype"):
         raise ValueError(f"{type(module).__name__} has no 'dtype' field; cannot run it in {precision}")
     return module.clone(dtype=dtype), variables

@@ -147,7 +147,7 @@ def _two_steps(module, variables, x, target):
                           ema_params=jax.tree.map(jnp.copy, params), model_state=model_state,
                           rng=jax.random.key_data(jax.random.key(0)))
     state = jax.jit(initial)(variables["params"], {k: v for k, v in variables.items() if k != "params"})
-    batch = {"lq": jnp.asarray(x), "gt": jnp.asarray(target)}
+    batch = jax.device_put({"lq": np.asarray(x, np.float32), "gt": np.asarray(target, np.float32)})
     step = jax.jit(lambda s, b: train_step(s, b, model=module, tx=tx, schedule=schedule, loss_cfg=loss_cfg,
                                            ema_decay=EMA_DECAY))
     state1, m1 = step(state, batch)
