@@ -15,6 +15,7 @@
 * :mod:`~iln_jax.train.orbax_noise` -- Orbax's duplicate failure logs silenced (failures are reported once)
 * :mod:`~iln_jax.train.validate` -- full-image validation, PSNR/SSIM, PNGs
 * :mod:`~iln_jax.train.logging` -- TensorBoard, CSV/JSON metric logs, progress bar
+  (:mod:`~iln_jax.train.event_file`: the TensorBoard event files, written without TensorFlow or PyTorch)
 * :mod:`~iln_jax.train.phases` -- progressive patch phases; :mod:`~iln_jax.train.batches` -- the batches of
   each step across them (:mod:`~iln_jax.train.prefetch`: on the devices ahead of their step)
 
