@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import flax
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from iln_jax.compare import official_imports
@@ -101,10 +101,10 @@ def generic_from_torch(module, state_dict: dict, sequences, sample_shape) -> dic
         if value.shape != leaf.torch_shape(shape):
             bad.append(f"{leaf.torch_key}: expected {leaf.torch_shape(shape)}, got {value.shape}")
             continue
-        flat[(leaf.collection, *leaf.flax_path)] = jnp.asarray(leaf.from_torch(value), jnp.float32)
+        flat[(leaf.collection, *leaf.flax_path)] = np.asarray(leaf.from_torch(value), np.float32)
     if missing or bad:
         raise CompareError(f"the state_dict does not fit {type(module).__name__}: missing {missing}, shapes {bad}")
-    return flax.traverse_util.unflatten_dict(flat)
+    return jax.device_put(flax.traverse_util.unflatten_dict(flat))  # as convert.from_torch: no program per shape
 
 
 @dataclasses.dataclass

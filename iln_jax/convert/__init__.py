@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from iln_jax import models
@@ -138,11 +137,11 @@ def from_torch(arch: str, state_dict: Any, *, param_key: Optional[str] = None, *
     _raise_problems("The state_dict does not match", arch, module, missing_keys=missing, unexpected_keys=unexpected,
                     shape_mismatches=bad_shape, inconsistent_buffers=bad_buffer)
 
-    # Stacked for a scanned layout on the host: jnp.stack run op by op compiles once per shape.
+    # Stacked for a scanned layout on the host and moved by device_put: run op by op, jnp.stack and
+    # jnp.asarray (of a NumPy array) compile a program per shape.
     flat = {(leaf.collection, *leaf.flax_path): np.asarray(leaf.from_torch(sd[key]), np.float32)
             for key, (leaf, _) in by_key.items()}
-    variables = scan_layout.to_scanned(module, flax.traverse_util.unflatten_dict(flat))
-    return module, jax.tree.map(jnp.asarray, variables)
+    return module, jax.device_put(scan_layout.to_scanned(module, flax.traverse_util.unflatten_dict(flat)))
 
 
 def to_torch(arch: str, variables: Any, **kwargs) -> dict[str, np.ndarray]:
