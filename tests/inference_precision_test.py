@@ -1,4 +1,5 @@
 """Low precision: fp16 / bf16 features really are fp16 / bf16, weight quantization, non-finite counts."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +42,28 @@ def test_quantize_kernels_touches_only_kernels(tiny):
     assert 0 < precision.weight_quantization_error(variables["params"], 4) < 0.2
     assert precision.weight_quantization_error(variables["params"], 8) < precision.weight_quantization_error(
         variables["params"], 4)
+
+
+def test_half_precision_casts_every_floating_parameter_and_only_those(tiny):
+    module, variables = tiny
+    params = dict(variables["params"], step_count=jnp.arange(3))  # an integer leaf stays as it is
+    low, cast = precision.for_precision(module, dict(variables, params=params), "bf16")
+    assert low.dtype == jnp.bfloat16
+    for (path, leaf), (_, before) in zip(jax.tree_util.tree_flatten_with_path(cast["params"])[0],
+                                          jax.tree_util.tree_flatten_with_path(params)[0]):
+        want = jnp.bfloat16 if jnp.issubdtype(before.dtype, jnp.floating) else before.dtype
+        assert leaf.dtype == want, jax.tree_util.keystr(path)
+        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(before).astype(want))
+
+
+def test_a_module_without_a_dtype_field_is_refused_in_half_precision():
+    class NoDtype(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(x)
+
+    with pytest.raises(ValueError, match=r"^NoDtype has no 'dtype' field; cannot run it in fp16$"):
+        precision.for_precision(NoDtype(), {"params": {"Dense_0": {"kernel": np.ones((2, 2), np.float32)}}}, "fp16")
 
 
 @pytest.mark.parametrize("norm,name", [("layernorm", "fp16"), ("iln", "bf16")])

@@ -49,6 +49,10 @@ def cast_floating(tree: Any, dtype) -> Any:
     return jax.tree.map(cast, tree)
 
 
+# One program for a whole tree: cast leaf by leaf outside jit, each distinct shape compiled a program of its own.
+_cast_tree = jax.jit(cast_floating, static_argnums=1)
+
+
 def fake_quantize(w, bits: int) -> np.ndarray:
     """Symmetric per-output-channel (last axis) quantize -> dequantize of a kernel, float32 (host)."""
     w = np.asarray(w, np.float32)
@@ -87,11 +91,10 @@ def for_precision(module, variables: dict, precision: str):
         return module, variables
     if precision == "fp32":  # as the module is (a module of the user's own may have no dtype field)
         return (module.clone(dtype=None) if hasattr(module, "dtype") else module), variables
-    dtype = FLOAT_DTYPES[precision]
-    # One program for the whole tree: cast leaf by leaf, each distinct shape compiled a program of its own.
-    variables["params"] = jax.jit(cast_floating, static_argnums=1)(variables["params"], dtype)
     if not hasattr(module, "dtype"):
         raise ValueError(f"{type(module).__name__} has no 'dtype' field; cannot run it in {precision}")
+    dtype = FLOAT_DTYPES[precision]
+    variables["params"] = _cast_tree(variables["params"], dtype)
     return module.clone(dtype=dtype), variables
 
 
