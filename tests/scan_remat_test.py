@@ -8,6 +8,7 @@ same blocks. The U-Nets' execution modes are checked against the official gradie
 themselves (grad_golden_test.py: Restormer in all four modes, HINT unrolled and scanned+remat).
 """
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from iln_jax.parity import goldens
 from iln_jax import analysis, models
 from iln_jax.models import scan_layout
 
+import golden
 from backbone_smoke import synthetic_variables
 
 SR = dict(img_size=16, window_size=4, embed_dim=16, upscale=2, upsampler="pixelshuffle", mlp_ratio=2)
@@ -99,6 +101,23 @@ def test_layout_round_trip_is_exact_and_stacks_the_repeated_blocks(name):
     assert jax.tree.structure(back) == jax.tree.structure(variables)
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(variables)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_swinir_case_has_the_shape_its_gradient_golden_runs_in_every_mode():
+    """What lets COMBOS leave SwinIR's golden modes out: the golden's official model has this file's
+    case's groups (two equal groups of two blocks, two heads each), and grad_golden_test runs it in
+    every mode of goldens.MODES."""
+    assert "swinir_sr_x2_pixelshuffle" in goldens.FORWARD_NAMES
+    table = re.compile(r"sd/layers\.(\d+)\.residual_group\.blocks\.(\d+)\.attn\.relative_position_bias_table$")
+    heads = {}  # group -> heads of each of its blocks
+    with np.load(golden.DATA / "swinir_sr_x2_pixelshuffle.npz") as z:
+        for key in z.files:
+            if m := table.match(key):
+                heads.setdefault(int(m[1]), {})[int(m[2])] = z[key].shape[-1]
+    groups = [heads[g] for g in sorted(heads)]
+    assert tuple(len(blocks) for blocks in groups) == CASES["swinir"][1]["depths"]
+    assert tuple(set(blocks.values()).pop() for blocks in groups) == CASES["swinir"][1]["num_heads"]
+    assert all(len(set(blocks.values())) == 1 for blocks in groups)
 
 
 def test_scanned_parameter_names():
